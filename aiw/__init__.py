@@ -1,0 +1,1 @@
+"""aiw: composes the Task Manager, performers, requester and watcher into one command."""

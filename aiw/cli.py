@@ -1,0 +1,42 @@
+"""The ``aiw`` command."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="aiw: DICOM UPS-RS workflow manager for IHE AIW-I", no_args_is_help=True)
+
+
+@app.command()
+def server(
+    host: str = typer.Option("127.0.0.1", envvar="AIW_HOST", help="interface to listen on"),
+    port: int = typer.Option(8080, envvar="AIW_PORT", help="TCP port"),
+    redis_url: Optional[str] = typer.Option(None, envvar="AIW_REDIS_URL", help="Redis URL; none = embedded store"),
+    path_prefix: str = typer.Option("", envvar="AIW_PATH_PREFIX", help="service root path, e.g. /dicom-web"),
+    log_json: bool = typer.Option(True, envvar="AIW_LOG_JSON", help="JSON log lines"),
+) -> None:
+    """Run the UPS-RS Task Manager."""
+    import uvicorn
+
+    from ups_server.app import create_app
+    from ups_server.settings import ServerSettings
+
+    settings = ServerSettings(host=host, port=port, redis_url=redis_url, path_prefix=path_prefix, log_json=log_json)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def conformance(
+    url: str = typer.Option(..., "--url", help="UPS-RS service root (the URL before /workitems)"),
+    pytest_args: list[str] = typer.Argument(None, help="extra pytest arguments, e.g. -k create"),
+) -> None:
+    """Run the portable UPS-RS conformance suite against any server."""
+    from conformance.runner import run
+
+    raise typer.Exit(run(url, list(pytest_args or [])))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""The Task Manager: UPS-RS origin server over Redis (Starlette + uvicorn)."""

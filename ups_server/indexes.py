@@ -1,0 +1,80 @@
+"""Which Redis search indexes a workitem belongs to, and which query keys they answer.
+
+Indexes are sorted sets scored by creation sequence (stable paging) named
+``{prefix}ix:{name}:{value}``; Scheduled Procedure Step Start DateTime is one sorted set
+scored by time. Indexes narrow the candidates; ``upsrs.matching`` decides, except where an
+index answers a key exactly (``exact_index``), which lets a page be read without fetching
+every candidate.
+"""
+
+from __future__ import annotations
+
+from datetime import timezone
+
+from upsrs import datetimes
+from upsrs import dicomjson as dj
+from upsrs.matching import Matcher
+
+START_DATETIME = 0x00404005
+SOP_INSTANCE_UID = 0x00080018
+
+# index name -> attribute path (top-level tag, or sequence tag + item tag)
+INDEXED_PATHS: dict[str, tuple[int, ...]] = {
+    "state": (0x00741000,),
+    "ready": (0x00404041,),
+    "prio": (0x00741200,),
+    "wl": (0x00741202,),
+    "label": (0x00741204,),
+    "pid": (0x00100020,),
+    "study": (0x0020000D,),
+    "wcode": (0x00404018, 0x00080100),
+    "station": (0x00404025, 0x00080100),
+    "acc": (0x0040A370, 0x00080050),
+}
+_BY_PATH = {path: name for name, path in INDEXED_PATHS.items()}
+MAX_INDEXED_VALUE = 128
+
+
+def _strings(values: list) -> set[str]:
+    return {str(v).rstrip(" ") for v in values if v not in (None, "") and len(str(v)) <= MAX_INDEXED_VALUE}
+
+
+def index_keys(prefix: str, ds: dj.Dataset) -> set[str]:
+    """Every index key the workitem belongs to (including the all-workitems set)."""
+    keys = {f"{prefix}ix:all"}
+    for name, path in INDEXED_PATHS.items():
+        if len(path) == 1:
+            vals = _strings(dj.values(ds, path[0]))
+        else:
+            vals = set()
+            for item in dj.items(ds, path[0]):
+                vals |= _strings(dj.values(item, path[1]))
+        keys.update(f"{prefix}ix:{name}:{v}" for v in vals)
+    return keys
+
+
+def start_score(ds: dj.Dataset, tz: timezone) -> float | None:
+    v = dj.first(ds, START_DATETIME)
+    if not isinstance(v, str):
+        return None
+    try:
+        return datetimes.dt_interval(v, tz)[0]
+    except ValueError:
+        return None
+
+
+def index_for(m: Matcher, prefix: str) -> tuple[str | None, bool]:
+    """(index key, exact) for a top-level matcher: the key narrowing candidates (None if
+    no index applies) and whether membership in it is the whole answer for this matcher."""
+    if m.kind == "single" and len(m.values) == 1 and (m.tag,) in _BY_PATH:
+        v = m.values[0].rstrip(" ")
+        return f"{prefix}ix:{_BY_PATH[(m.tag,)]}:{v}", True
+    if m.kind == "sequence":
+        best: tuple[str | None, bool] = (None, False)
+        for c in m.children:
+            if c.kind == "single" and len(c.values) == 1 and (m.tag, c.tag) in _BY_PATH:
+                key = f"{prefix}ix:{_BY_PATH[(m.tag, c.tag)]}:{c.values[0].rstrip(' ')}"
+                best = (key, len(m.children) == 1)
+                break
+        return best
+    return None, False

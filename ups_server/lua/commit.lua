@@ -1,0 +1,48 @@
+-- One atomic change of one workitem: check, write, index, and append its events.
+-- "No change without its event, no event without its change" (docs/architecture.md).
+--
+-- KEYS[1] workitem hash       KEYS[2] creation sequence counter   KEYS[3] event stream
+-- KEYS[4] purged-UID zset     KEYS[5] final-state zset            KEYS[6] start-time zset
+-- KEYS[7 .. 6+nadd]           index zsets the workitem joins
+-- KEYS[7+nadd .. 6+nadd+nrem] index zsets the workitem leaves
+-- ARGV[1] uid   ARGV[2] expected version ('' = create: must not exist nor have existed)
+-- ARGV[3] doc   ARGV[4] state   ARGV[5] transaction uid   ARGV[6] nadd   ARGV[7] nrem
+-- ARGV[8] start-time score ('' = none)   ARGV[9] final-state time ('' = not final)
+-- ARGV[10] stream MAXLEN (approximate)  ARGV[11] JSON list of the index keys now held
+-- ARGV[12] number of events, then (type, body) pairs
+-- Returns {version, seq, event ids...} or {-1} exists, {-2} missing, {-3} version changed.
+local h = KEYS[1]
+local uid = ARGV[1]
+local ver, seq
+if ARGV[2] == '' then
+  if redis.call('EXISTS', h) == 1 or redis.call('ZSCORE', KEYS[4], uid) then
+    return {-1}
+  end
+  seq = redis.call('INCR', KEYS[2])
+  ver = 1
+  redis.call('HSET', h, 'seq', seq)
+else
+  local cur = redis.call('HMGET', h, 'ver', 'seq')
+  if not cur[1] then return {-2} end
+  if cur[1] ~= ARGV[2] then return {-3} end
+  ver = tonumber(cur[1]) + 1
+  seq = tonumber(cur[2])
+end
+redis.call('HSET', h, 'doc', ARGV[3], 'state', ARGV[4], 'tuid', ARGV[5], 'ver', ver, 'ix', ARGV[11])
+local nadd = tonumber(ARGV[6])
+local nrem = tonumber(ARGV[7])
+for i = 1, nadd do redis.call('ZADD', KEYS[6 + i], seq, uid) end
+for i = 1, nrem do redis.call('ZREM', KEYS[6 + nadd + i], uid) end
+if ARGV[8] == '' then
+  redis.call('ZREM', KEYS[6], uid)
+else
+  redis.call('ZADD', KEYS[6], ARGV[8], uid)
+end
+if ARGV[9] ~= '' then redis.call('ZADD', KEYS[5], ARGV[9], uid) end
+local out = {ver, seq}
+local n = tonumber(ARGV[12])
+for i = 0, n - 1 do
+  out[#out + 1] = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*',
+    'uid', uid, 'type', ARGV[13 + 2 * i], 'body', ARGV[14 + 2 * i])
+end
+return out

@@ -1,0 +1,57 @@
+"""HTTP renderings of workitem replies and failures: status code, Warning headers, body.
+
+Every refusal carries ``Warning: 299 <service>: <text>`` — the standard's text where
+statuses.txt has one, else the server's own message naming the attribute — and a
+text/plain body with every problem found.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from upsrs import status as st
+from ups_server.workitems import Reply, UpsFailure
+
+DICOM_JSON = "application/dicom+json"
+
+
+def _warning_texts(transaction: str, code: str, detail: str) -> tuple[int, list[str]]:
+    found = st.lookup(transaction, code)
+    texts = [found.warning] if found.warning else []
+    if detail and (not texts or found.http >= 400):
+        texts.append(detail.replace("\r", " ").replace("\n", " "))
+    return found.http, texts
+
+
+def _headers(service: str, texts: list[str]) -> list[tuple[str, str]]:
+    return [("warning", st.warning_header(service, t)) for t in texts if t]
+
+
+def failure(service: str, exc: UpsFailure) -> Response:
+    http, texts = _warning_texts(exc.transaction, exc.status, exc.detail)
+    detail = exc.detail or (texts[0] if texts else "")
+    body = "\n".join(str(p) for p in exc.problems) if exc.problems else detail
+    resp = Response(body.encode() + b"\n" if body else b"", status_code=http, media_type="text/plain; charset=utf-8")
+    for k, v in _headers(service, texts[:1] + [t for t in texts[1:] if t != texts[0]]):
+        resp.headers.append(k, v)
+    return resp
+
+
+def reply(service: str, rep: Reply, location: str | None = None) -> Response:
+    found = st.lookup(rep.transaction, rep.status)
+    texts = [found.warning] if found.warning else []
+    for w in rep.warnings:
+        name, _, arg = w.partition(":")
+        text = st.lookup("search", name).warning
+        texts.append(text.format(remaining=arg) if arg else text)
+    http = found.http
+    if rep.transaction == "search" and rep.body is None:
+        http = 204
+    resp = Response(rep.body if rep.body is not None else b"", status_code=http,
+                    media_type=DICOM_JSON if rep.body is not None else None)
+    if location:
+        resp.headers["location"] = location
+        resp.headers["content-location"] = location
+    for k, v in _headers(service, texts):
+        resp.headers.append(k, v)
+    return resp

@@ -1,0 +1,141 @@
+"""Workitems in Redis: one hash per workitem, sorted-set indexes, and the event stream.
+
+Every change goes through ``commit`` (``lua/commit.lua``): a compare-and-set on the
+workitem's version that writes the workitem, its indexes and its events in one atomic
+step. Callers re-read and re-decide when the version moved (``VersionConflict``), which is
+how two concurrent claimers end with exactly one winner.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Sequence
+
+import orjson
+from redis.asyncio import Redis
+
+EXISTS, MISSING, CONFLICT = -1, -2, -3
+
+
+class VersionConflict(Exception):
+    """The workitem changed between read and commit; read it again."""
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass
+class Record:
+    uid: str
+    doc: bytes
+    state: str
+    tuid: str
+    version: str
+    seq: int
+    index: list[str]
+
+    def dataset(self) -> dict[str, Any]:
+        return orjson.loads(self.doc)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: int
+    body: bytes  # DICOM JSON of the event information (no command attributes)
+
+
+def _script(name: str) -> str:
+    return resources.files("ups_server.lua").joinpath(name).read_text("utf-8")
+
+
+class WorkitemStore:
+    def __init__(self, redis: Redis, prefix: str = "aiw:", events_maxlen: int = 1_000_000):
+        self.redis = redis
+        self.prefix = prefix
+        self.events_maxlen = events_maxlen
+        self._commit = redis.register_script(_script("commit.lua"))
+        self._search = redis.register_script(_script("search.lua"))
+        self._purge = redis.register_script(_script("purge.lua"))
+        p = prefix
+        self.k_seq, self.k_events, self.k_gone = f"{p}seq", f"{p}events", f"{p}gone"
+        self.k_final, self.k_start, self.k_all = f"{p}final", f"{p}start", f"{p}ix:all"
+
+    def wi_key(self, uid: str) -> str:
+        return f"{self.prefix}wi:{uid}"
+
+    async def get(self, uid: str) -> Record | None:
+        doc, state, tuid, ver, seq, ix = await self.redis.hmget(self.wi_key(uid), "doc", "state", "tuid", "ver", "seq", "ix")
+        if doc is None:
+            return None
+        return Record(uid, doc, state.decode(), (tuid or b"").decode(), ver.decode(), int(seq),
+                      orjson.loads(ix) if ix else [])
+
+    async def get_doc(self, uid: str) -> bytes | None:
+        return await self.redis.hget(self.wi_key(uid), "doc")
+
+    async def get_docs(self, uids: Sequence[str]) -> list[bytes | None]:
+        if not uids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for uid in uids:
+            pipe.hget(self.wi_key(uid), "doc")
+        return await pipe.execute()
+
+    async def get_seqs(self, uids: Sequence[str]) -> list[int | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for uid in uids:
+            pipe.zscore(self.k_all, uid)
+        return [None if s is None else int(s) for s in await pipe.execute()]
+
+    async def was_purged(self, uid: str) -> bool:
+        return await self.redis.zscore(self.k_gone, uid) is not None
+
+    async def commit(self, uid: str, expected: Record | None, doc: bytes, state: str, tuid: str,
+                     index: set[str], start: float | None, final_at: float | None,
+                     events: Sequence[Event]) -> tuple[int, list[str]]:
+        """Write one change atomically. ``expected`` None = create. Returns (version, event ids)."""
+        old = set(expected.index) if expected else set()
+        add = sorted(index - old)
+        rem = sorted(old - index)
+        keys = [self.wi_key(uid), self.k_seq, self.k_events, self.k_gone, self.k_final, self.k_start, *add, *rem]
+        args: list[Any] = [uid, expected.version if expected else "", doc, state, tuid, len(add), len(rem),
+                           "" if start is None else repr(start), "" if final_at is None else repr(final_at),
+                           self.events_maxlen, orjson.dumps(sorted(index)), len(events)]
+        for ev in events:
+            args += [ev.type, ev.body]
+        res = await self._commit(keys=keys, args=args)
+        code = int(res[0])
+        if code == EXISTS:
+            raise AlreadyExists(uid)
+        if code == MISSING:
+            raise NotFound(uid)
+        if code == CONFLICT:
+            raise VersionConflict(uid)
+        return code, [r.decode() if isinstance(r, bytes) else str(r) for r in res[2:]]
+
+    async def candidates(self, index_keys: Sequence[str], start_range: tuple[float | None, float | None] | None,
+                         offset: int, count: int) -> tuple[int, list[str]]:
+        """(total, uids[offset:offset+count]) of the workitems in every index (and the
+        start-time range), in creation order; count -1 = all."""
+        scratch = f"{self.prefix}tmp:{uuid.uuid4().hex}"
+        low = high = ""
+        if start_range is not None:
+            low = "" if start_range[0] is None else repr(start_range[0])
+            high = "" if start_range[1] is None else repr(start_range[1])
+        res = await self._search(keys=[scratch, scratch + ":r", self.k_start, self.k_all, *index_keys],
+                                 args=[low, high, offset, count])
+        return int(res[0]), [u.decode() for u in res[1:]]
+
+    async def purge(self, retention: float, gone: float, batch: int = 500) -> list[str]:
+        now = time.time()
+        res = await self._purge(keys=[self.k_final, self.k_gone, self.k_start],
+                                args=[repr(now - retention), repr(now), self.prefix, batch, repr(now - gone)])
+        return [u.decode() for u in res]

@@ -1,0 +1,119 @@
+"""DA / TM / DT values as instants and intervals, for range matching and time indexes.
+
+A value of reduced precision names an interval ("2024" is the whole year), so single-value
+and range matching compare by meaning (PS3.4 C.2.2.2.5): a range ``a-b`` matches values whose
+instant lies between the start of ``a`` and the end of ``b``. DT values without a UTC offset
+are taken in the offset the server is configured with (default UTC).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+_DT = re.compile(
+    r"^(?P<Y>\d{4})(?P<m>\d{2})?(?P<d>\d{2})?(?P<H>\d{2})?(?P<M>\d{2})?(?P<S>\d{2})?"
+    r"(?:\.(?P<f>\d{1,6}))?(?P<z>[+-]\d{4})?$"
+)
+_DA = re.compile(r"^(?P<Y>\d{4})(?P<m>\d{2})(?P<d>\d{2})$")
+_TM = re.compile(r"^(?P<H>\d{2})(?P<M>\d{2})?(?P<S>\d{2})?(?:\.(?P<f>\d{1,6}))?$")
+
+DEFAULT_TZ = timezone.utc
+
+
+def _offset(z: str | None, tz: timezone) -> timezone:
+    if not z:
+        return tz
+    sign = -1 if z[0] == "-" else 1
+    hours, minutes = int(z[1:3]), int(z[3:5])
+    if hours > 14 or minutes > 59:
+        raise ValueError(f"UTC offset {z} out of range")
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def dt_interval(value: str, tz: timezone = DEFAULT_TZ) -> tuple[float, float]:
+    """[start, end) of a DT value in POSIX seconds; ValueError if it is not a valid DT."""
+    m = _DT.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a DT value (YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX])")
+    g = m.groupdict()
+    parts = [g["Y"], g["m"], g["d"], g["H"], g["M"], g["S"]]
+    # precision must be contiguous: no day without month etc. (regex already enforces order)
+    year = int(parts[0])
+    month = int(parts[1] or 1)
+    day = int(parts[2] or 1)
+    hour = int(parts[3] or 0)
+    minute = int(parts[4] or 0)
+    second = int(parts[5] or 0)
+    frac = g["f"]
+    micro = int((frac or "0").ljust(6, "0"))
+    tzinfo = _offset(g["z"], tz)
+    if second == 60:  # leap second: DICOM allows it; compare as the last second
+        second = 59
+    start = datetime(year, month, day, hour, minute, second, micro, tzinfo=tzinfo)
+    if frac:
+        step = timedelta(microseconds=10 ** (6 - len(frac)))
+    elif parts[5]:
+        step = timedelta(seconds=1)
+    elif parts[4]:
+        step = timedelta(minutes=1)
+    elif parts[3]:
+        step = timedelta(hours=1)
+    elif parts[2]:
+        step = timedelta(days=1)
+    elif parts[1]:
+        nxt = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=tzinfo)
+        return start.timestamp(), nxt.timestamp()
+    else:
+        return start.timestamp(), datetime(year + 1, 1, 1, tzinfo=tzinfo).timestamp()
+    return start.timestamp(), (start + step).timestamp()
+
+
+def da_interval(value: str, tz: timezone = DEFAULT_TZ) -> tuple[float, float]:
+    m = _DA.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a DA value (YYYYMMDD)")
+    start = datetime(int(m["Y"]), int(m["m"]), int(m["d"]), tzinfo=tz)
+    return start.timestamp(), (start + timedelta(days=1)).timestamp()
+
+
+def tm_interval(value: str) -> tuple[float, float]:
+    """[start, end) of a TM value in seconds since midnight."""
+    m = _TM.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a TM value (HH[MM[SS[.F]]])")
+    h, mi, s = int(m["H"]), int(m["M"] or 0), int(m["S"] or 0)
+    if h > 23 or mi > 59 or s > 60:
+        raise ValueError(f"{value!r} is not a valid time of day")
+    frac = m["f"]
+    start = h * 3600 + mi * 60 + s + (int(frac) / 10 ** len(frac) if frac else 0.0)
+    if frac:
+        step = 10 ** -len(frac)
+    elif m["S"]:
+        step = 1
+    elif m["M"]:
+        step = 60
+    else:
+        step = 3600
+    return start, start + step
+
+
+def interval(vr: str, value: str, tz: timezone = DEFAULT_TZ) -> tuple[float, float]:
+    if vr == "DT":
+        return dt_interval(value, tz)
+    if vr == "DA":
+        return da_interval(value, tz)
+    if vr == "TM":
+        return tm_interval(value)
+    raise ValueError(f"VR {vr} has no time interval")
+
+
+def dt_now(tz: timezone = DEFAULT_TZ) -> str:
+    """The current time as a DT value with its UTC offset, to the microsecond."""
+    now = datetime.now(tz)
+    return now.strftime("%Y%m%d%H%M%S.%f%z")
+
+
+def parse_offset(text: str) -> timezone:
+    """A configured UTC offset such as ``+0100`` or ``UTC``."""
+    return timezone.utc if text.upper() in ("", "UTC", "Z") else _offset(text, timezone.utc)

@@ -1,0 +1,152 @@
+"""Value-format rules of the VRs (PS3.5 6.2) for DICOM JSON values (PS3.18 F.2.3).
+
+One table of rules, one checker: each VR names its maximum length, the characters it may
+hold, or a parser. The checker returns a message naming what is wrong, or None.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from upsrs import datetimes
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_CS = re.compile(r"^[A-Z0-9_ ]*$")
+_DS = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+_IS = re.compile(r"^\s*[+-]?\d+\s*$")
+_AT = re.compile(r"^[0-9A-Fa-f]{8}$")
+_AS = re.compile(r"^\d{3}[DWMY]$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f]")  # TAB and ESC are allowed
+_CONTROL_TEXT = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")  # text VRs also allow LF, FF, CR
+
+
+def _parse(fn: Callable[[str], Any]) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        try:
+            fn(v)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return check
+
+
+@dataclass(frozen=True)
+class StringRule:
+    max_len: int | None = None
+    pattern: re.Pattern[str] | None = None
+    what: str = ""
+    text: bool = False  # LT/ST/UT: backslash and CR/LF allowed
+    parser: Callable[[str], str | None] | None = None
+
+
+STRING_RULES: dict[str, StringRule] = {
+    "AE": StringRule(16),
+    "AS": StringRule(4, _AS, "nnnD/W/M/Y"),
+    "CS": StringRule(16, _CS, "upper-case letters, digits, space and underscore"),
+    "DA": StringRule(8, parser=_parse(datetimes.da_interval)),
+    "DS": StringRule(16, _DS, "a decimal number"),
+    "DT": StringRule(26, parser=_parse(datetimes.dt_interval)),
+    "IS": StringRule(12, _IS, "an integer"),
+    "LO": StringRule(64),
+    "LT": StringRule(10240, text=True),
+    "SH": StringRule(16),
+    "ST": StringRule(1024, text=True),
+    "TM": StringRule(14, parser=_parse(datetimes.tm_interval)),
+    "UC": StringRule(None),
+    "UI": StringRule(64, _UID, "dot-separated decimal components without leading zeros"),
+    "UR": StringRule(None),
+    "UT": StringRule(None, text=True),
+    "AT": StringRule(8, _AT, "8 hexadecimal digits"),
+}
+
+INTEGER_RANGES: dict[str, tuple[int, int]] = {
+    "US": (0, 2**16 - 1),
+    "SS": (-(2**15), 2**15 - 1),
+    "UL": (0, 2**32 - 1),
+    "SL": (-(2**31), 2**31 - 1),
+    "UV": (0, 2**64 - 1),
+    "SV": (-(2**63), 2**63 - 1),
+}
+FLOAT_VRS = frozenset({"FL", "FD"})
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+ALL_VRS = frozenset(STRING_RULES) | frozenset(INTEGER_RANGES) | FLOAT_VRS | BINARY_VRS | {"PN", "SQ"}
+PN_COMPONENT_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def check_string(vr: str, value: str) -> str | None:
+    rule = STRING_RULES[vr]
+    if rule.max_len is not None and len(value) > rule.max_len:
+        return f"{vr} value is {len(value)} characters long, the maximum is {rule.max_len}"
+    if not rule.text and vr not in ("UR", "UT") and "\\" in value:
+        return f"{vr} value contains a backslash (the value delimiter)"
+    if (_CONTROL_TEXT if rule.text else _CONTROL).search(value):
+        return f"{vr} value contains a control character"
+    if vr == "UR" and (value != value.rstrip() or " " in value.strip()):
+        return "UR value contains spaces"
+    if vr == "UI" and value.endswith("\x00"):
+        value = value[:-1]
+    if rule.pattern is not None and not rule.pattern.match(value if vr != "CS" else value.rstrip()):
+        return f"{value!r} is not a valid {vr} value ({rule.what})"
+    if rule.parser is not None:
+        return rule.parser(value)
+    return None
+
+
+def check_value(vr: str, value: Any) -> str | None:
+    """None if ``value`` is a valid DICOM JSON value of ``vr``, else why not."""
+    if value is None:
+        return None  # an empty value inside a multi-valued element
+    if vr in STRING_RULES:
+        if vr in ("DS", "IS") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if vr == "IS" and not float(value).is_integer():
+                return f"{value!r} is not an integer (IS)"
+            return None
+        if not isinstance(value, str):
+            return f"{vr} value must be a string, got {type(value).__name__}"
+        return check_string(vr, value)
+    if vr in INTEGER_RANGES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{vr} value must be an integer, got {value!r}"
+        lo, hi = INTEGER_RANGES[vr]
+        if not lo <= value <= hi:
+            return f"{value} is out of range for {vr} ({lo}..{hi})"
+        return None
+    if vr in FLOAT_VRS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if value in ("NaN", "Infinity", "-Infinity"):
+                return None
+            return f"{vr} value must be a number, got {value!r}"
+        return None
+    if vr == "PN":
+        if isinstance(value, str):
+            return "PN value must be an object with Alphabetic/Ideographic/Phonetic (PS3.18 F.2.2)"
+        if not isinstance(value, dict):
+            return f"PN value must be an object, got {type(value).__name__}"
+        for group, text in value.items():
+            if group not in PN_COMPONENT_GROUPS:
+                return f"PN component group {group!r} is not Alphabetic, Ideographic or Phonetic"
+            if not isinstance(text, str):
+                return f"PN {group} must be a string"
+            if len(text) > 64 * 5 + 4 or text.count("^") > 4:
+                return f"PN {group} has more than 5 components or is too long"
+            if "\\" in text or _CONTROL.search(text):
+                return f"PN {group} contains a backslash or a control character"
+        return None
+    if vr in BINARY_VRS:
+        return f"{vr} values travel as InlineBinary or BulkDataURI, not Value"
+    return f"unknown VR {vr!r}"
+
+
+def check_inline_binary(text: Any) -> str | None:
+    if not isinstance(text, str):
+        return "InlineBinary must be a base64 string"
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return "InlineBinary is not valid base64"
+    return None

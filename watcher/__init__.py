@@ -1,0 +1,4 @@
+"""Watcher: global subscriber, live model, web and terminal consoles.
+
+Built by the Watcher issue; imports only :mod:`upsrs`.
+"""
