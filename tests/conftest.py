@@ -1,0 +1,59 @@
+"""Fixtures: a real redis-server per test session, ``aiw server`` processes over it (and
+over the embedded store), and HTTP clients that speak DICOM JSON."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import httpx
+import pytest
+
+from tests.servers import RedisProcess, ServerProcess, start_redis, start_server
+
+
+@pytest.fixture(scope="session")
+def redis_proc() -> Iterator[RedisProcess]:
+    r = start_redis()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(redis_proc: RedisProcess) -> Iterator[str]:
+    """``aiw server`` on the session's real redis-server."""
+    srv = start_server(redis_proc.url)
+    yield srv.url
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_server_url() -> Iterator[str]:
+    srv = start_server(None)
+    yield srv.url
+    srv.stop()
+
+
+@pytest.fixture(scope="session", params=["redis", "embedded"])
+def server_url(request: pytest.FixtureRequest) -> str:
+    """The core suite runs on both stores: a real redis-server and the embedded one."""
+    return request.getfixturevalue(f"{request.param}_server_url")
+
+
+@pytest.fixture
+def client(server_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server_url, headers={"content-type": "application/dicom+json"}, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def redis_client(redis_server_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=redis_server_url, headers={"content-type": "application/dicom+json"}, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def fresh_server(redis_proc: RedisProcess) -> Iterator[ServerProcess]:
+    """A server of its own (own key prefix) for tests that stop or configure it."""
+    srv = start_server(redis_proc.url)
+    yield srv
+    srv.stop()
