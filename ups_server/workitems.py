@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from upsrs import datetimes
 from upsrs import dicomjson as dj
@@ -71,6 +71,18 @@ class Reply:
     detail: str = ""
 
 
+@dataclass
+class Plan:
+    """A change decided on: the new dataset, state, Transaction UID, its events, and the
+    reply to give once it is committed."""
+
+    doc: dj.Dataset
+    state: str
+    tuid: str
+    events: list[tuple[int, dj.Dataset]]
+    reply: Reply
+
+
 def _dataset_error(transaction: str, problems: list[Problem]) -> UpsFailure:
     return UpsFailure.invalid(transaction, DatasetError(problems))
 
@@ -102,6 +114,21 @@ class WorkitemService:
             indexes.index_keys(self.store.prefix, ds), indexes.start_score(ds, self.tz), final_at,
             [Event(t, dj.dumps(info)) for t, info in events],
         )
+
+    async def _change(self, transaction: str, uid: str, plan: Callable[[Record], "Plan | Reply"]) -> Reply:
+        """Read, decide (``plan``), commit; again if another request committed in between.
+        ``plan`` returns the change to make, or a Reply when nothing is to be written."""
+        for _ in range(MAX_ATTEMPTS):
+            rec = await self._read(transaction, uid)
+            planned = plan(rec)
+            if isinstance(planned, Reply):
+                return planned
+            try:
+                await self._commit(uid, rec, planned.doc, planned.state, planned.tuid, planned.events)
+            except (VersionConflict, NotFound):
+                continue
+            return planned.reply
+        raise UpsFailure(transaction, "busy", f"Workitem {uid} changed {MAX_ATTEMPTS} times during this request")
 
     @staticmethod
     def _check_payload_elements(transaction: str, ds: dj.Dataset) -> None:
@@ -179,8 +206,7 @@ class WorkitemService:
         outcome = validation.check(ds, "set")
         if outcome.problems:
             raise _dataset_error("update", outcome.problems)
-        for _ in range(MAX_ATTEMPTS):
-            rec = await self._read("update", uid)
+        def plan(rec: Record) -> Plan:
             decision = states.decide("update", rec.state, given, rec.tuid)
             if not decision.update:
                 raise UpsFailure("update", decision.status)
@@ -193,12 +219,9 @@ class WorkitemService:
                 events += [(ev.ASSIGNED, info) for info in ev.assigned(new)]
             if ev.progress_fingerprint(old) != ev.progress_fingerprint(new):
                 events.append((ev.PROGRESS_REPORT, ev.progress_report(new)))
-            try:
-                await self._commit(uid, rec, new, rec.state, rec.tuid, events)
-            except (VersionConflict, NotFound):
-                continue
-            return Reply("update", "B305" if coerced else "0000", uid=uid)
-        raise UpsFailure("update", "busy", f"Workitem {uid} changed {MAX_ATTEMPTS} times during this request")
+            return Plan(new, rec.state, rec.tuid, events, Reply("update", "B305" if coerced else "0000", uid=uid))
+
+        return await self._change("update", uid, plan)
 
     # ---------------------------------------------------------------- change state
     async def change_state(self, uid: str, ds: dj.Dataset) -> Reply:
@@ -209,8 +232,7 @@ class WorkitemService:
         if target not in states.STATES:
             raise UpsFailure("change-state", "0106", f"Procedure Step State (0074,1000) {target!r} is not a UPS state")
         given = dj.first(ds, TRANSACTION_UID)
-        for _ in range(MAX_ATTEMPTS):
-            rec = await self._read("change-state", uid)
+        def plan(rec: Record) -> Plan | Reply:
             decision = states.decide(target, rec.state, given, rec.tuid)
             if decision.status in ("B304", "B306"):
                 return Reply("change-state", decision.status, uid=uid)
@@ -224,16 +246,19 @@ class WorkitemService:
                 problems = validation.final_state_problems(doc, final)
                 if problems:
                     raise UpsFailure("change-state", "C304", "; ".join(map(str, problems)), problems)
-            events = []
-            for step in decision.path:
-                dj.set_value(doc, PROCEDURE_STEP_STATE, "CS", step)
-                events.append((ev.STATE_REPORT, ev.state_report(doc)))
-            try:
-                await self._commit(uid, rec, doc, final, given, events)
-            except (VersionConflict, NotFound):
-                continue
-            return Reply("change-state", uid=uid)
-        raise UpsFailure("change-state", "busy", f"Workitem {uid} changed {MAX_ATTEMPTS} times during this request")
+            events = self._walk(doc, decision.path)
+            return Plan(doc, final, given, events, Reply("change-state", uid=uid))
+
+        return await self._change("change-state", uid, plan)
+
+    @staticmethod
+    def _walk(doc: dj.Dataset, path: tuple[str, ...]) -> list[tuple[int, dj.Dataset]]:
+        """Move ``doc`` through the states of ``path``: one State Report per step."""
+        events = []
+        for step in path:
+            dj.set_value(doc, PROCEDURE_STEP_STATE, "CS", step)
+            events.append((ev.STATE_REPORT, ev.state_report(doc)))
+        return events
 
     def _fill_cancellation(self, doc: dj.Dataset, request: dj.Dataset) -> None:
         """Final-state X attributes for CANCELED (PS3.4 CC.2.5.1.3.2): the SCP fills the
@@ -259,31 +284,20 @@ class WorkitemService:
     async def request_cancel(self, uid: str, ds: dj.Dataset, requester: str) -> Reply:
         self._check_payload_elements("cancelrequest", ds)
         request = {dj.key(t): ds[dj.key(t)] for t in CANCEL_REQUEST_TAGS if dj.key(t) in ds}
-        for _ in range(MAX_ATTEMPTS):
-            rec = await self._read("cancelrequest", uid)
+        def plan(rec: Record) -> Plan | Reply:
             decision = states.decide("cancelrequest", rec.state)
             if decision.status == "B304":
                 return Reply("cancelrequest", "B304", uid=uid)
             doc = rec.dataset()
+            done = Reply("cancelrequest", uid=uid)
             if decision.event == "cancel-requested":
-                events = [(ev.CANCEL_REQUESTED, ev.cancel_requested(requester, request))]
-                state, tuid = rec.state, rec.tuid
-            elif decision.path:
-                # SCHEDULED: the SCP performs the cancellation itself (PS3.4 CC.2.2.3)
+                return Plan(doc, rec.state, rec.tuid, [(ev.CANCEL_REQUESTED, ev.cancel_requested(requester, request))], done)
+            if decision.path:  # SCHEDULED: the SCP performs the cancellation itself (PS3.4 CC.2.2.3)
                 self._fill_cancellation(doc, request)
-                events = []
-                for step in decision.path:
-                    dj.set_value(doc, PROCEDURE_STEP_STATE, "CS", step)
-                    events.append((ev.STATE_REPORT, ev.state_report(doc)))
-                state, tuid = decision.path[-1], new_uid()
-            else:
-                raise UpsFailure("cancelrequest", decision.status)
-            try:
-                await self._commit(uid, rec, doc, state, tuid, events)
-            except (VersionConflict, NotFound):
-                continue
-            return Reply("cancelrequest", uid=uid)
-        raise UpsFailure("cancelrequest", "busy", f"Workitem {uid} changed {MAX_ATTEMPTS} times during this request")
+                return Plan(doc, decision.path[-1], new_uid(), self._walk(doc, decision.path), done)
+            raise UpsFailure("cancelrequest", decision.status)
+
+        return await self._change("cancelrequest", uid, plan)
 
     # ---------------------------------------------------------------- search
     async def search(self, query: Query) -> Reply:
