@@ -27,15 +27,16 @@ def server(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def conformance(
+    ctx: typer.Context,
     url: str = typer.Option(..., "--url", help="UPS-RS service root (the URL before /workitems)"),
-    pytest_args: list[str] = typer.Argument(None, help="extra pytest arguments, e.g. -k create"),
 ) -> None:
-    """Run the portable UPS-RS conformance suite against any server."""
+    """Run the portable UPS-RS conformance suite against any server; further arguments
+    go to pytest (e.g. -q -k search)."""
     from conformance.runner import run
 
-    raise typer.Exit(run(url, list(pytest_args or [])))
+    raise typer.Exit(run(url, list(ctx.args)))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ all editions share for Change State.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 
@@ -102,6 +104,19 @@ def test_claim_in_progress_without_tuid_is_c301(ups: Ups, in_progress: tuple[str
     expect.refused(ups.change_state(uid, "IN PROGRESS", None), expect.CONFLICT, expect.TUID_MISSING)
 
 
+def test_concurrent_claims_one_winner(ups: Ups, scheduled: str) -> None:
+    """Performers racing for one workitem: exactly one claim succeeds, the others get 400/409."""
+    tuids = [new_uid() for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=len(tuids)) as pool:
+        responses = list(pool.map(lambda tuid: ups.change_state(scheduled, "IN PROGRESS", tuid), tuids))
+    winners = [tuid for tuid, response in zip(tuids, responses, strict=True) if response.status_code == 200]
+    assert len(winners) == 1, f"{len(winners)} claims succeeded: {[r.status_code for r in responses]}"
+    for response in responses:
+        if response.status_code != 200:
+            expect.refused(response, expect.CONFLICT, {expect.TUID_INCORRECT, *expect.INCONSISTENT_STATE})
+    ups.update_ok(scheduled, {tags.COMMENTS_ON_SPS: elem("LT", "the winner holds the lock")}, winners[0])
+
+
 @pytest.mark.parametrize("target", ["COMPLETED", "CANCELED"])
 def test_final_with_wrong_tuid_is_c301_incorrect(ups: Ups, in_progress: tuple[str, str], target: str) -> None:
     """Only the lock holder may finish the workitem: wrong TUID → 'The Transaction UID is incorrect.'"""
@@ -179,6 +194,7 @@ def test_cancel_without_update(ups: Ups, in_progress: tuple[str, str]) -> None:
 @pytest.mark.parametrize(
     ("final", "already"),
     [("COMPLETED", expect.ALREADY_COMPLETED), ("CANCELED", expect.ALREADY_CANCELED)],
+    ids=["COMPLETED", "CANCELED"],
 )
 def test_already_in_requested_state_with_correct_tuid(ups: Ups, final: str, already: str) -> None:
     """Repeating the final state with the owner's TUID: 200 + B306/B304 Warning (lock kept after final)."""
@@ -191,6 +207,7 @@ def test_already_in_requested_state_with_correct_tuid(ups: Ups, final: str, alre
 @pytest.mark.parametrize(
     ("final", "already"),
     [("COMPLETED", expect.ALREADY_COMPLETED), ("CANCELED", expect.ALREADY_CANCELED)],
+    ids=["COMPLETED", "CANCELED"],
 )
 @pytest.mark.parametrize("tuid_kind", ["incorrect", "missing"])
 def test_already_in_requested_state_without_correct_tuid_is_c301(

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from . import expect, tags
-from .api import CREATE_UID_FORMS, Ups
+from .api import CREATE_UID_FORMS, Ups, encode
 from .dicomjson import code, dicom_datetime, elem, first, items, new_uid, parse_datetime, pn_text, sq
 from .workitem import new_workitem, performed_procedure
 
@@ -192,3 +192,15 @@ def test_progress_items_not_allowed_at_create(ups: Ups) -> None:
     })
     expect.status(ups.create(ds, uid=uid), 400)
     expect.status(ups.retrieve(uid), 404)
+
+
+def test_non_ascii_values_round_trip(ups: Ups, label: str) -> None:
+    """DICOM JSON is UTF-8 (F.2): a Cyrillic/CJK patient name with Specific Character Set ISO_IR 192
+    is stored, retrieved and matched unchanged."""
+    name = "Иванов^Иван=山田^太郎"
+    ds = new_workitem(worklist_label=label, patient_name=name)
+    ds[tags.SPECIFIC_CHARACTER_SET] = elem("CS", "ISO_IR 192")
+    uid = ups.create_ok(ds)
+    assert pn_text(ups.get(uid), tags.PATIENT_NAME) == name
+    found = ups.search_uids(f"WorklistLabel={encode(label)}&PatientName={encode(name)}")
+    assert found == [uid]

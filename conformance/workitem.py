@@ -81,6 +81,7 @@ def new_workitem(
         tags.ISSUER_OF_ADMISSION_ID_SEQ: sq(),
         tags.COMMENTS_ON_SPS: elem("LT", "Created by the aiw UPS-RS conformance suite"),
         tags.START_DATETIME: elem("DT", start),
+        tags.INPUT_READINESS_STATE: elem("CS", readiness),
         tags.SCHEDULED_WORKITEM_CODE_SEQ: sq(code(*workitem_code)),
         tags.INPUT_INFORMATION_SEQ: sq(_input_item(study_uid)),
         tags.SCHEDULED_STATION_NAME_SEQ: sq(),

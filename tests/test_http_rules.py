@@ -66,3 +66,14 @@ def test_path_prefix_and_log_line(redis_proc: RedisProcess) -> None:
         assert mine and mine[0]["workitem"] == uid and mine[0]["status"] == 201 and mine[0]["outcome"] == "0000"
     finally:
         srv.stop()
+
+
+def test_non_ascii_in_a_refused_value_is_a_400_with_an_ascii_warning(client: httpx.Client) -> None:
+    ds = workitem()
+    ds["00741000"] = {"vr": "CS", "Value": ["ЗАПЛАНИРОВАНО"]}
+    r = client.post("/workitems", content=orjson.dumps(ds))
+    assert r.status_code == 400
+    assert r.headers["warning"].isascii() and "\\u0417" in r.headers["warning"]
+    assert "ЗАПЛАНИРОВАНО" in r.text
+    q = client.get("/workitems", params={"ScheduledProcedureStepStartDateTime": "Ā"})
+    assert q.status_code == 400 and q.headers["warning"].isascii()

@@ -23,8 +23,14 @@ def _warning_texts(transaction: str, code: str, detail: str) -> tuple[int, list[
     return found.http, texts
 
 
+def header_safe(text: str) -> str:
+    """Header values are ASCII (RFC 9110 5.5): a rejected value quoted in a message may not
+    be, so non-ASCII characters are backslash-escaped (the text/plain body keeps them)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def _headers(service: str, texts: list[str]) -> list[tuple[str, str]]:
-    return [("warning", st.warning_header(service, t)) for t in texts if t]
+    return [("warning", header_safe(st.warning_header(service, t))) for t in texts if t]
 
 
 def failure(service: str, exc: UpsFailure) -> Response:
