@@ -23,8 +23,21 @@ def server(
     from ups_server.app import create_app
     from ups_server.settings import ServerSettings
 
+    from ups_server.app import going_down
+
     settings = ServerSettings(host=host, port=port, redis_url=redis_url, path_prefix=path_prefix, log_json=log_json)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    app_ = create_app(settings)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):  # type: ignore[no-untyped-def]
+            # tell subscribers before uvicorn closes their channels
+            await going_down(app_)
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(app_, host=host, port=port, log_level="warning", access_log=False,
+                            ws="websockets-sansio", ws_ping_interval=settings.heartbeat_interval,
+                            ws_ping_timeout=settings.heartbeat_timeout, ws_per_message_deflate=False)
+    Server(config).run()
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -57,3 +57,8 @@ def fresh_server(redis_proc: RedisProcess) -> Iterator[ServerProcess]:
     srv = start_server(redis_proc.url)
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

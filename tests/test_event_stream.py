@@ -7,21 +7,37 @@ import orjson
 import pytest
 
 from tests.factory import code, performed, progress, sq, state, v, workitem
-from tests.servers import RedisProcess
+from typing import Iterator
+
+from tests.servers import RedisProcess, ServerProcess, start_server
 
 
 def _events(redis_proc: RedisProcess, prefix: str, uid: str) -> list[tuple[int, dict]]:
     r = redis_proc.client()
     out = []
     for _id, fields in r.xrange(f"{prefix}events"):
-        if fields[b"uid"].decode() == uid:
+        if fields[b"uid"].decode() == uid and not fields.get(b"to"):  # not the targeted initial reports
             out.append((int(fields[b"type"]), orjson.loads(fields[b"body"])))
     return out
 
 
+@pytest.fixture(scope="module")
+def own_server(redis_proc: RedisProcess) -> Iterator[ServerProcess]:
+    """A server of this module's own (own key prefix): no other test's subscribers."""
+    srv = start_server(redis_proc.url)
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
-def prefix(redis_server_url: str) -> str:
-    return f"t{redis_server_url.rsplit(':', 1)[1]}:"
+def prefix(own_server: ServerProcess) -> str:
+    return own_server.env["AIW_KEY_PREFIX"]
+
+
+@pytest.fixture
+def redis_client(own_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=own_server.url, headers={"content-type": "application/dicom+json"}) as c:
+        yield c
 
 
 def test_events_of_a_whole_life(redis_client: httpx.Client, redis_proc: RedisProcess, prefix: str) -> None:
@@ -44,6 +60,9 @@ def test_events_of_a_whole_life(redis_client: httpx.Client, redis_proc: RedisPro
     tuid = "2.25.77"
     redis_client.put(f"/workitems/{uid}/state", content=orjson.dumps(state("IN PROGRESS", tuid)))
     redis_client.post(f"/workitems/{uid}?{tuid}", content=orjson.dumps(progress(30, "retrieving")))
+    nobody = redis_client.post(f"/workitems/{uid}/cancelrequest/ORDERS_AE")
+    assert nobody.status_code == 409 and nobody.headers.get_list("warning")[0].endswith("The performer cannot be contacted.")
+    assert redis_client.post(f"/workitems/{uid}/subscribers/PERFORMER").status_code == 201
     redis_client.post(f"/workitems/{uid}/cancelrequest/ORDERS_AE",
                       content=orjson.dumps({"00741238": v("LT", "patient moved"), "0074100A": v("UR", "tel:+4912345")}))
     redis_client.post(f"/workitems/{uid}?{tuid}", content=orjson.dumps(performed()))

@@ -1,4 +1,5 @@
-"""The Task Manager application: Starlette routes over the Redis workitem store."""
+"""The Task Manager application: Starlette routes over the Redis workitem store, and the
+event channel fed by the Redis event stream."""
 
 from __future__ import annotations
 
@@ -11,13 +12,22 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.schemas import SchemaGenerator
 
+from upsrs import dicomjson as dj
+from upsrs import events as ev
+from upsrs.uids import GLOBAL_SUBSCRIPTION
 from ups_server import logs
+from ups_server.channel import channel
+from ups_server.cursors import Cursors
+from ups_server.fanout import Fanout
 from ups_server.routes import healthz, workitem_routes
 from ups_server.settings import ServerSettings
 from ups_server.store import WorkitemStore
+from ups_server.subscribe import SubscriptionService
+from ups_server.subscription_routes import subscription_routes
+from ups_server.subscriptions import Subscriptions
 from ups_server.workitems import WorkitemService
 
 schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "aiw UPS-RS Task Manager", "version": "0.1.0"}})
@@ -33,6 +43,18 @@ def connect(settings: ServerSettings) -> tuple[Redis, str]:
     return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(version=(7,))), "embedded"
 
 
+async def _forever(name: str, make, delay: float = 1.0) -> None:  # type: ignore[no-untyped-def]
+    """Run a background loop; if it ever fails, log and start it again."""
+    while True:
+        try:
+            await make()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logs.log.error("background task failed; restarting", task=name, error=repr(exc))
+            await asyncio.sleep(delay)
+
+
 def create_app(settings: ServerSettings | None = None, redis: Redis | None = None) -> Starlette:
     settings = settings or ServerSettings()
     logs.configure(settings.log_json, settings.log_level)
@@ -41,34 +63,45 @@ def create_app(settings: ServerSettings | None = None, redis: Redis | None = Non
     else:
         kind = "redis"
     store = WorkitemStore(redis, settings.key_prefix, settings.events_maxlen)
-    service = WorkitemService(store, settings)
+    subs = Subscriptions(redis, settings.key_prefix)
+    cursors = Cursors(redis, settings.key_prefix, int(settings.replay_max_age_seconds * 2), store.k_events)
+    workitems = WorkitemService(store, settings, subs)
+    fanout = Fanout(redis, store.k_events, subs, cursors,
+                    confirm_after=settings.heartbeat_interval + settings.heartbeat_timeout + 1.0,
+                    replay_max_events=settings.replay_max_events, replay_max_age=settings.replay_max_age_seconds,
+                    queue_max=settings.connection_queue_max)
 
     async def purge_loop() -> None:
         while True:
             await asyncio.sleep(settings.purge_interval_seconds)
-            try:
-                purged = await service.purge()
-                if purged:
-                    logs.log.info("purged", count=len(purged))
-            except Exception as exc:  # keep purging on the next tick; never kill the server
-                logs.log.warning("purge failed", error=str(exc))
+            purged = await workitems.purge()
+            if purged:
+                logs.log.info("purged", count=len(purged))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(purge_loop())
+        tasks = [asyncio.create_task(_forever(n, f)) for n, f in
+                 (("purge", purge_loop), ("events", fanout.run), ("cursors", fanout.confirm_loop))]
+        # SCP Status Change: RESTARTED, subscriptions and workitems kept (WARM START)
+        await store.append_events([(GLOBAL_SUBSCRIPTION, 0, ev.SCP_STATUS_CHANGE,
+                                    dj.dumps(ev.scp_status_change("RESTARTED")), "*")])
         logs.log.info("started", store=kind, prefix=settings.path_prefix or "/")
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             await redis.aclose()
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(schemas.get_schema(routes=request.app.routes))
 
-    routes = workitem_routes(settings.path_prefix) + [
+    p = settings.path_prefix.rstrip("/")
+    routes = workitem_routes(settings.path_prefix) + subscription_routes(settings.path_prefix) + [
+        WebSocketRoute(f"{p}/subscribers/{{aet}}", channel),
         Route("/healthz", healthz, methods=["GET"], include_in_schema=True),
         Route("/openapi.json", openapi, include_in_schema=False),
     ]
@@ -76,5 +109,12 @@ def create_app(settings: ServerSettings | None = None, redis: Redis | None = Non
     app.state.settings = settings
     app.state.redis = redis
     app.state.store_kind = kind
-    app.state.workitems = service
+    app.state.workitems = workitems
+    app.state.subscriptions = SubscriptionService(workitems, subs, cursors)
+    app.state.fanout = fanout
     return app
+
+
+async def going_down(app: Starlette) -> None:
+    """SCP Status Change GOING DOWN to this replica's subscribers, before a clean shutdown."""
+    await app.state.fanout.broadcast_local(ev.SCP_STATUS_CHANGE, ev.scp_status_change("GOING DOWN"))

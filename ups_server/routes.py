@@ -243,7 +243,7 @@ async def healthz(request: Request) -> Response:
         await request.app.state.redis.ping()
     except Exception as exc:  # any store failure is "not healthy", never a crash
         return JSONResponse({"status": "unavailable", "store": str(exc)}, status_code=503)
-    return JSONResponse({"status": "ok", "store": request.app.state.store_kind})
+    return JSONResponse({"status": "ok", "store": request.app.state.store_kind, **request.app.state.fanout.stats()})
 
 
 def workitem_routes(prefix: str) -> list[Route]:

@@ -23,6 +23,11 @@ class ServerSettings(BaseSettings):
     search_max_results: int = Field(1000, description="most results one search response returns")
     events_maxlen: int = Field(1_000_000, description="approximate length the event stream is trimmed to")
     default_requesting_ae: str = Field("UNKNOWN_AE", description="Requesting AE of a cancellation request that names none")
+    heartbeat_interval: float = Field(10.0, description="seconds between WebSocket pings to each subscriber")
+    heartbeat_timeout: float = Field(10.0, description="a subscriber whose pong is this late is disconnected")
+    replay_max_events: int = Field(10_000, description="most events replayed to a reconnecting AE")
+    replay_max_age_seconds: float = Field(24 * 3600, description="oldest event replayed to a reconnecting AE")
+    connection_queue_max: int = Field(10_000, description="events queued for one slow connection before it is dropped")
     timezone_offset: str = Field("UTC", description="UTC offset for DT values that carry none, e.g. +0100")
     log_json: bool = Field(True, description="JSON log lines (false: human-readable)")
     log_level: str = "info"

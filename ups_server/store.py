@@ -100,7 +100,7 @@ class WorkitemStore:
 
     async def commit(self, uid: str, expected: Record | None, doc: bytes, state: str, tuid: str,
                      index: set[str], start: float | None, final_at: float | None,
-                     events: Sequence[Event]) -> tuple[int, list[str]]:
+                     events: Sequence[Event], subscribers: dict[str, str] | None = None) -> tuple[int, list[str]]:
         """Write one change atomically. ``expected`` None = create. Returns (version, event ids)."""
         old = set(expected.index) if expected else set()
         add = sorted(index - old)
@@ -111,6 +111,9 @@ class WorkitemStore:
                            self.events_maxlen, orjson.dumps(sorted(index)), len(events)]
         for ev in events:
             args += [ev.type, ev.body]
+        args += [self.prefix, len(subscribers or {})]
+        for aet, code in (subscribers or {}).items():
+            args += [aet, code]
         res = await self._commit(keys=keys, args=args)
         code = int(res[0])
         if code == EXISTS:
@@ -120,6 +123,22 @@ class WorkitemStore:
         if code == CONFLICT:
             raise VersionConflict(uid)
         return code, [r.decode() if isinstance(r, bytes) else str(r) for r in res[2:]]
+
+    async def append_events(self, entries: Sequence[tuple[str, int, int, bytes, str]]) -> list[str]:
+        """Events that change no workitem: (uid, seq, type, body, to) — initial State
+        Reports for one subscriber (``to`` = its AE) and SCP Status Changes (``to`` = *)."""
+        pipe = self.redis.pipeline(transaction=True)
+        for uid, seq, etype, body, to in entries:
+            pipe.xadd(self.k_events, {"uid": uid, "seq": seq, "type": etype, "body": body, "to": to},
+                      maxlen=self.events_maxlen, approximate=True)
+        return [i.decode() for i in await pipe.execute()]
+
+    async def last_event_id(self) -> str:
+        info = await self.redis.xrevrange(self.k_events, count=1)
+        return info[0][0].decode() if info else "0-0"
+
+    async def all_with_seq(self) -> list[tuple[str, int]]:
+        return [(u.decode(), int(s)) for u, s in await self.redis.zrange(self.k_all, 0, -1, withscores=True)]
 
     async def candidates(self, index_keys: Sequence[str], start_range: tuple[float | None, float | None] | None,
                          offset: int, count: int) -> tuple[int, list[str]]:
@@ -136,6 +155,6 @@ class WorkitemStore:
 
     async def purge(self, retention: float, gone: float, batch: int = 500) -> list[str]:
         now = time.time()
-        res = await self._purge(keys=[self.k_final, self.k_gone, self.k_start],
+        res = await self._purge(keys=[self.k_final, self.k_gone, self.k_start, f"{self.prefix}gsub"],
                                 args=[repr(now - retention), repr(now), self.prefix, batch, repr(now - gone)])
         return [u.decode() for u in res]

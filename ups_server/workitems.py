@@ -18,12 +18,13 @@ from upsrs import events as ev
 from upsrs import states, validation
 from upsrs import vr as vrs
 from upsrs.errors import DatasetError, Problem
-from upsrs.matching import Query, project
+from upsrs.matching import Matcher, Query, project
 from upsrs.uids import UPS_PUSH_SOP_CLASS, WELL_KNOWN_SUBSCRIPTION_UIDS, new_uid
 
 from ups_server import indexes
 from ups_server.settings import ServerSettings
 from ups_server.store import AlreadyExists, Event, NotFound, Record, VersionConflict, WorkitemStore
+from ups_server.subscriptions import Subscriptions
 
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
@@ -88,9 +89,10 @@ def _dataset_error(transaction: str, problems: list[Problem]) -> UpsFailure:
 
 
 class WorkitemService:
-    def __init__(self, store: WorkitemStore, settings: ServerSettings):
+    def __init__(self, store: WorkitemStore, settings: ServerSettings, subs: "Subscriptions"):
         self.store = store
         self.settings = settings
+        self.subs = subs
         self.tz = datetimes.parse_offset(settings.timezone_offset)
 
     # ---------------------------------------------------------------- helpers
@@ -106,13 +108,13 @@ class WorkitemService:
         return rec
 
     async def _commit(self, uid: str, expected: Record | None, ds: dj.Dataset, state: str, tuid: str,
-                      events: list[tuple[int, dj.Dataset]]) -> None:
+                      events: list[tuple[int, dj.Dataset]], subscribers: dict[str, str] | None = None) -> None:
         ds[dj.key(MODIFICATION_DATETIME)] = dj.element("DT", self._now())
         final_at = time.time() if state in states.FINAL_STATES and (expected is None or expected.state != state) else None
         await self.store.commit(
             uid, expected, dj.dumps(ds), state, tuid,
             indexes.index_keys(self.store.prefix, ds), indexes.start_score(ds, self.tz), final_at,
-            [Event(t, dj.dumps(info)) for t, info in events],
+            [Event(t, dj.dumps(info)) for t, info in events], subscribers,
         )
 
     async def _change(self, transaction: str, uid: str, plan: Callable[[Record], "Plan | Reply"]) -> Reply:
@@ -174,8 +176,9 @@ class WorkitemService:
         dj.set_value(ds, SOP_INSTANCE_UID, "UI", uid)
         events: list[tuple[int, dj.Dataset]] = [(ev.STATE_REPORT, ev.state_report(ds))]
         events += [(ev.ASSIGNED, info) for info in ev.assigned(ds)]
+        subscribers = await self.subs.for_new_workitem(ds)  # filtered worklist subscriptions it matches
         try:
-            await self._commit(uid, None, ds, states.SCHEDULED, "", events)
+            await self._commit(uid, None, ds, states.SCHEDULED, "", events, subscribers)
         except AlreadyExists:
             raise UpsFailure("create", "0111", f"a Workitem with UID {uid} already exists") from None
         return Reply("create", "B300" if modified else "0000", uid=uid,
@@ -284,6 +287,10 @@ class WorkitemService:
     async def request_cancel(self, uid: str, ds: dj.Dataset, requester: str) -> Reply:
         self._check_payload_elements("cancelrequest", ds)
         request = {dj.key(t): ds[dj.key(t)] for t in CANCEL_REQUEST_TAGS if dj.key(t) in ds}
+        rec = await self._read("cancelrequest", uid)
+        if rec.state == states.IN_PROGRESS and not await self.subs.subscribers(uid, rec.seq):
+            # Nobody would hear a Cancel Requested event (spec digest sec. 7 row 6).
+            raise UpsFailure("cancelrequest", "C312", f"no AE is subscribed to Workitem {uid}")
         def plan(rec: Record) -> Plan | Reply:
             decision = states.decide("cancelrequest", rec.state)
             if decision.status == "B304":
@@ -314,18 +321,7 @@ class WorkitemService:
             matched = [d for d in fetched if query.matches(dj.loads(d))]
             total, docs = len(matched), matched[query.offset: query.offset + limit]
         else:
-            keys: list[str] = []
-            residual = []
-            start_range = None
-            for m in matchers:
-                if m.tag == indexes.START_DATETIME and m.kind == "range" and start_range is None:
-                    start_range = (m.low, m.high)
-                    continue
-                key, exact = indexes.index_for(m, self.store.prefix)
-                if key:
-                    keys.append(key)
-                if not exact and m.kind != "universal":
-                    residual.append(m)
+            keys, start_range, residual = self._plan(matchers)
             if not residual:
                 total, uids = await self.store.candidates(keys, start_range, query.offset, limit)
                 docs = [d for d in await self.store.get_docs(uids) if d is not None]
@@ -348,6 +344,36 @@ class WorkitemService:
         else:
             body = b"[" + b",".join(dj.dumps(project(dj.loads(d), query)) for d in docs) + b"]"
         return Reply("search", body=body, warnings=warnings)
+
+    def _plan(self, matchers: list[Matcher]) -> tuple[list[str], tuple[float | None, float | None] | None, list[Matcher]]:
+        """Index keys, start-time range and the matchers the indexes do not answer exactly."""
+        keys: list[str] = []
+        residual: list[Matcher] = []
+        start_range = None
+        for m in matchers:
+            if m.tag == indexes.START_DATETIME and m.kind == "range" and start_range is None:
+                start_range = (m.low, m.high)
+                continue
+            key, exact = indexes.index_for(m, self.store.prefix)
+            if key:
+                keys.append(key)
+            if not exact and m.kind != "universal":
+                residual.append(m)
+        return keys, start_range, residual
+
+    async def matching_uids(self, matchers: list[Matcher]) -> list[str]:
+        """Every stored workitem the matchers match (a filtered subscription's existing set)."""
+        keys, start_range, residual = self._plan(matchers)
+        _, uids = await self.store.candidates(keys, start_range, 0, -1)
+        if not residual:
+            return uids
+        out = []
+        for i in range(0, len(uids), 500):
+            batch = uids[i:i + 500]
+            for uid, d in zip(batch, await self.store.get_docs(batch)):
+                if d is not None and all(m.matches(dj.loads(d)) for m in residual):
+                    out.append(uid)
+        return out
 
     async def purge(self) -> list[str]:
         return await self.store.purge(self.settings.retention_seconds, self.settings.gone_seconds)

@@ -197,6 +197,45 @@ class UpsClient:
                                 body=body or None, params=params, ok=(202,))
         return Done(resp.status_code, warning_texts(resp))
 
+    # RAD-86
+    async def subscribe(self, aet: str, target: str | None = None, *, deletion_lock: bool = False,
+                        filter: Mapping[str, str] | Sequence[tuple[str, str]] | None = None) -> str:
+        """Subscribe ``aet`` to a workitem, or (target None) to the worklist — filtered when
+        ``filter`` is given. Returns the event channel's WebSocket URL."""
+        from urllib.parse import quote
+
+        from upsrs.uids import FILTERED_GLOBAL_SUBSCRIPTION, GLOBAL_SUBSCRIPTION
+
+        params: list[tuple[str, str]] = [("deletionlock", "true" if deletion_lock else "false")]
+        if target is None:
+            target = FILTERED_GLOBAL_SUBSCRIPTION if filter else GLOBAL_SUBSCRIPTION
+        url = f"{self.workitem_url(target)}/subscribers/{aet}"
+        query = "&".join(f"{k}={v}" for k, v in params)
+        if filter:
+            items = filter.items() if isinstance(filter, Mapping) else filter
+            query += "&filter=" + ",".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in items)
+        resp = await self._send("subscribe", "POST", f"{url}?{query}", ok=(201,))
+        return resp.headers.get("content-location") or resp.headers.get("location") or ""
+
+    async def unsubscribe(self, aet: str, target: str | None = None) -> Done:
+        from upsrs.uids import GLOBAL_SUBSCRIPTION
+
+        resp = await self._send("unsubscribe", "DELETE",
+                                f"{self.workitem_url(target or GLOBAL_SUBSCRIPTION)}/subscribers/{aet}", ok=(200,))
+        return Done(resp.status_code, warning_texts(resp))
+
+    async def suspend(self, aet: str, filtered: bool = False) -> Done:
+        from upsrs.uids import FILTERED_GLOBAL_SUBSCRIPTION, GLOBAL_SUBSCRIPTION
+
+        target = FILTERED_GLOBAL_SUBSCRIPTION if filtered else GLOBAL_SUBSCRIPTION
+        resp = await self._send("suspend", "POST", f"{self.workitem_url(target)}/subscribers/{aet}/suspend", ok=(200,))
+        return Done(resp.status_code, warning_texts(resp))
+
+    def channel_url(self, aet: str) -> str:
+        """The event channel URL aiw serves (other servers: use what subscribe returns)."""
+        base = self.base_url
+        return ("wss" + base[5:] if base.startswith("https") else "ws" + base[4:]) + f"/subscribers/{aet}"
+
     # RAD-81
     async def search(self, match: Mapping[str, str] | Sequence[tuple[str, str]] = (), *,
                      includefield: Sequence[str] = (), limit: int | None = None, offset: int = 0,

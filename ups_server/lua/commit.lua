@@ -10,6 +10,8 @@
 -- ARGV[8] start-time score ('' = none)   ARGV[9] final-state time ('' = not final)
 -- ARGV[10] stream MAXLEN (approximate)  ARGV[11] JSON list of the index keys now held
 -- ARGV[12] number of events, then (type, body) pairs
+-- then: key prefix, number of subscription records, then (aet, code) pairs: the filtered
+-- subscribers a new workitem matches (subs:{uid} and aesubs:{aet}, written in this step)
 -- Returns {version, seq, event ids...} or {-1} exists, {-2} missing, {-3} version changed.
 local h = KEYS[1]
 local uid = ARGV[1]
@@ -39,10 +41,18 @@ else
   redis.call('ZADD', KEYS[6], ARGV[8], uid)
 end
 if ARGV[9] ~= '' then redis.call('ZADD', KEYS[5], ARGV[9], uid) end
-local out = {ver, seq}
 local n = tonumber(ARGV[12])
+local at = 13 + 2 * n
+local prefix = ARGV[at]
+local nsubs = tonumber(ARGV[at + 1])
+for i = 0, nsubs - 1 do
+  local aet, code = ARGV[at + 2 + 2 * i], ARGV[at + 3 + 2 * i]
+  redis.call('HSET', prefix .. 'subs:' .. uid, aet, code)
+  redis.call('SADD', prefix .. 'aesubs:' .. aet, uid)
+end
+local out = {ver, seq}
 for i = 0, n - 1 do
   out[#out + 1] = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*',
-    'uid', uid, 'type', ARGV[13 + 2 * i], 'body', ARGV[14 + 2 * i])
+    'uid', uid, 'seq', seq, 'type', ARGV[13 + 2 * i], 'body', ARGV[14 + 2 * i])
 end
 return out
