@@ -77,9 +77,10 @@ class SubscriptionService:
         if target != GLOBAL_SUBSCRIPTION:
             raise UpsFailure("suspend", "0110", "only a global or filtered worklist subscription can be suspended")
         current = await self.subs.global_record(aet)
-        if current is None:
-            raise UpsFailure("suspend", "not-subscribed", f"{aet} has no global worklist subscription")
-        if current.suspended_seq is None:
-            upto = int(await self.store.redis.get(self.store.k_seq) or 0)
-            await self.subs.apply_global(aet, "global-suspend", [], GlobalSub(current.lock, upto))
+        # a suspended record only keeps the existing workitems subscribed: after a suspend the
+        # AE's global state is "none" (Table CC.2.3-2), so there is nothing left to suspend
+        if current is None or current.suspended_seq is not None:
+            raise UpsFailure("suspend", "not-subscribed", f"{aet} has no (active) global worklist subscription")
+        upto = int(await self.store.redis.get(self.store.k_seq) or 0)
+        await self.subs.apply_global(aet, "global-suspend", [], GlobalSub(current.lock, upto))
         return Reply("suspend")
