@@ -22,7 +22,8 @@ from ups_server import logs
 from ups_server.channel import channel
 from ups_server.cursors import Cursors
 from ups_server.fanout import Fanout
-from ups_server.routes import healthz, workitem_routes
+from ups_server import responses
+from ups_server.routes import healthz, service_url, workitem_routes
 from ups_server.settings import ServerSettings
 from ups_server.store import WorkitemStore
 from ups_server.subscribe import SubscriptionService
@@ -105,7 +106,19 @@ def create_app(settings: ServerSettings | None = None, redis: Redis | None = Non
         Route("/healthz", healthz, methods=["GET"], include_in_schema=True),
         Route("/openapi.json", openapi, include_in_schema=False),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(logs.RequestLogMiddleware)])
+    async def no_route(request: Request, exc: Exception) -> Response:
+        """Paths and methods beside the UPS-RS routes: 404/405 with a Warning like every
+        other refusal."""
+        code = getattr(exc, "status_code", 404)
+        text = (f"{request.method} is not a UPS-RS transaction on {request.url.path}" if code == 405
+                else f"no UPS-RS resource at {request.url.path}")
+        resp = Response(text + "\n", status_code=code, media_type="text/plain; charset=utf-8",
+                        headers=getattr(exc, "headers", None))
+        resp.headers.append("warning", responses.header_safe(f"299 {service_url(request)}: {text}"))
+        return resp
+
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(logs.RequestLogMiddleware)],
+                    exception_handlers={404: no_route, 405: no_route})
     app.state.settings = settings
     app.state.redis = redis
     app.state.store_kind = kind

@@ -24,9 +24,12 @@ def _warning_texts(transaction: str, code: str, detail: str) -> tuple[int, list[
 
 
 def header_safe(text: str) -> str:
-    """Header values are ASCII (RFC 9110 5.5): a rejected value quoted in a message may not
-    be, so non-ASCII characters are backslash-escaped (the text/plain body keeps them)."""
-    return text.encode("ascii", "backslashreplace").decode("ascii")
+    """Header values are visible ASCII (RFC 9110 5.5): a rejected value quoted in a message
+    may hold control or non-ASCII characters, so those are escaped (\\x08, \\u0417); the
+    text/plain body keeps them as sent."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _headers(service: str, texts: list[str]) -> list[tuple[str, str]]:

@@ -8,15 +8,19 @@ are taken in the offset the server is configured with (default UTC).
 
 from __future__ import annotations
 
+import calendar
 import re
 from datetime import datetime, timedelta, timezone
 
+# PS3.5 Table 6.2-1: the fraction .FFFFFF only follows the seconds (YYYYMMDDHHMMSS.FFFFFF,
+# HHMMSS.FFFFFF); components are dropped from the right only.
 _DT = re.compile(
-    r"^(?P<Y>\d{4})(?P<m>\d{2})?(?P<d>\d{2})?(?P<H>\d{2})?(?P<M>\d{2})?(?P<S>\d{2})?"
-    r"(?:\.(?P<f>\d{1,6}))?(?P<z>[+-]\d{4})?$"
+    r"^(?P<Y>\d{4})(?:(?P<m>\d{2})(?:(?P<d>\d{2})(?:(?P<H>\d{2})(?:(?P<M>\d{2})"
+    r"(?:(?P<S>\d{2})(?:\.(?P<f>\d{1,6}))?)?)?)?)?)?(?P<z>[+-]\d{4})?$"
 )
 _DA = re.compile(r"^(?P<Y>\d{4})(?P<m>\d{2})(?P<d>\d{2})$")
-_TM = re.compile(r"^(?P<H>\d{2})(?P<M>\d{2})?(?P<S>\d{2})?(?:\.(?P<f>\d{1,6}))?$")
+_TM = re.compile(r"^(?P<H>\d{2})(?:(?P<M>\d{2})(?:(?P<S>\d{2})(?:\.(?P<f>\d{1,6}))?)?)?$")
+_DAY = 86400.0
 
 DEFAULT_TZ = timezone.utc
 
@@ -38,7 +42,7 @@ def dt_interval(value: str, tz: timezone = DEFAULT_TZ) -> tuple[float, float]:
         raise ValueError(f"{value!r} is not a DT value (YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX])")
     g = m.groupdict()
     parts = [g["Y"], g["m"], g["d"], g["H"], g["M"], g["S"]]
-    # precision must be contiguous: no day without month etc. (regex already enforces order)
+    # precision is contiguous: the regex nests each component inside the one before it
     year = int(parts[0])
     month = int(parts[1] or 1)
     day = int(parts[2] or 1)
@@ -51,30 +55,32 @@ def dt_interval(value: str, tz: timezone = DEFAULT_TZ) -> tuple[float, float]:
     if second == 60:  # leap second: DICOM allows it; compare as the last second
         second = 59
     start = datetime(year, month, day, hour, minute, second, micro, tzinfo=tzinfo)
+    # The end is computed in seconds, not as a datetime: the interval of a value in year 9999
+    # ends in year 10000, which datetime cannot represent (the value itself is valid).
     if frac:
-        step = timedelta(microseconds=10 ** (6 - len(frac)))
+        step = 10.0 ** -len(frac)
     elif parts[5]:
-        step = timedelta(seconds=1)
+        step = 1.0
     elif parts[4]:
-        step = timedelta(minutes=1)
+        step = 60.0
     elif parts[3]:
-        step = timedelta(hours=1)
+        step = 3600.0
     elif parts[2]:
-        step = timedelta(days=1)
+        step = _DAY
     elif parts[1]:
-        nxt = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=tzinfo)
-        return start.timestamp(), nxt.timestamp()
+        step = calendar.monthrange(year, month)[1] * _DAY
     else:
-        return start.timestamp(), datetime(year + 1, 1, 1, tzinfo=tzinfo).timestamp()
-    return start.timestamp(), (start + step).timestamp()
+        step = (366 if calendar.isleap(year) else 365) * _DAY
+    begin = start.timestamp()
+    return begin, begin + step
 
 
 def da_interval(value: str, tz: timezone = DEFAULT_TZ) -> tuple[float, float]:
     m = _DA.match(value.strip())
     if not m:
         raise ValueError(f"{value!r} is not a DA value (YYYYMMDD)")
-    start = datetime(int(m["Y"]), int(m["m"]), int(m["d"]), tzinfo=tz)
-    return start.timestamp(), (start + timedelta(days=1)).timestamp()
+    start = datetime(int(m["Y"]), int(m["m"]), int(m["d"]), tzinfo=tz).timestamp()
+    return start, start + _DAY
 
 
 def tm_interval(value: str) -> tuple[float, float]:

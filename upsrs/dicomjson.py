@@ -58,8 +58,10 @@ def element(vr: str, *values: Any) -> dict[str, Any]:
 
 
 def values(ds: Dataset, tag: int) -> list[Any]:
-    el = ds.get(key(tag))
-    if not el:
+    """Values of an element; [] when absent, empty, or not a well-formed element (request
+    datasets are read before they are validated, so any JSON may be here)."""
+    el = ds.get(key(tag)) if isinstance(ds, dict) else None
+    if not isinstance(el, dict):
         return []
     v = el.get("Value")
     return v if isinstance(v, list) else []
@@ -76,8 +78,8 @@ def items(ds: Dataset, tag: int) -> list[Dataset]:
 
 
 def has_value(el: dict[str, Any] | None) -> bool:
-    if not el:
-        return False
+    if not isinstance(el, dict):
+        return el not in (None, "", [], {})  # malformed but not empty: a value of some kind
     v = el.get("Value")
     if isinstance(v, list) and v:
         return any(x is not None and x != "" for x in v)

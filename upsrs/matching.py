@@ -173,7 +173,9 @@ def value_matcher(tag: int, value: str, *, tz: timezone = timezone.utc, emptyval
         msg = vrs.check_string(vr, value)
         if msg and vr != "CS":
             raise QueryError(f"{dj.keyword(tag)}: {msg}")
-    return Matcher(tag, vr, "single", value, (value,))
+    # trailing spaces are padding, not part of a value (PS3.5 6.2): stored values are compared
+    # without them (``_text``) and the search indexes drop them, so the key drops them too
+    return Matcher(tag, vr, "single", value, (value.rstrip(" ") if vr not in NUMERIC_VRS else value,))
 
 
 def parse_attribute_path(name: str) -> list[int]:
@@ -191,10 +193,13 @@ def _bool(name: str, value: str) -> bool:
     raise QueryError(f"{name} must be true or false, not {value!r}")
 
 
+MAX_UINT = 2**31 - 1  # no search has more results: a larger limit/offset means the same
+
+
 def _uint(name: str, value: str) -> int:
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise QueryError(f"{name} must be an unsigned integer, not {value!r}")
-    return int(value)
+    return min(int(value), MAX_UINT)
 
 
 def build_matchers(keys: Iterable[tuple[str, str]], tz: timezone = timezone.utc, emptyvalue: bool = False,
@@ -272,6 +277,22 @@ def default_return_tags() -> tuple[frozenset[int], frozenset[int]]:
     return frozenset(always), frozenset(present)
 
 
+@cache
+def nested_return_tags() -> dict[int, frozenset[int]]:
+    """Top-level sequences that are no return key themselves but whose items hold return
+    keys (spec sec. 5.3 item 2: Return Key 1C "if set", e.g. Performed Procedure Step End
+    DateTime and Actual Human Performers Sequence in the Performed Procedure Sequence):
+    sequence tag -> those item tags."""
+    out: dict[int, frozenset[int]] = {}
+    for tag, rule in ups_attributes().items():
+        if rule.ret != "-" or not rule.children:  # a return key 3 sequence comes whole when asked for
+            continue
+        kids = frozenset(t for t, c in rule.children.items() if c.ret in ("1", "2", "1C", "2C"))
+        if kids:
+            out[tag] = kids
+    return out
+
+
 def project(ds: dj.Dataset, query: Query) -> dj.Dataset:
     """The attributes a search result carries for ``ds``: return keys, match keys and
     includefields; never the Transaction UID."""
@@ -293,6 +314,14 @@ def project(ds: dj.Dataset, query: Query) -> dj.Dataset:
         k = dj.key(tag)
         if k in ds:
             out[k] = ds[k]
+    for seq, kids in nested_return_tags().items():
+        k = dj.key(seq)
+        if k in out:
+            continue
+        kept = [{ik: iv for ik, iv in item.items() if int(ik, 16) in kids} for item in dj.items(ds, seq)]
+        kept = [item for item in kept if item]
+        if kept:
+            out[k] = dj.element("SQ", *kept)
     if "00080005" in ds:
         out["00080005"] = ds["00080005"]
     out.pop(dj.key(TRANSACTION_UID), None)

@@ -79,13 +79,23 @@ def check_element(path: str, tag: int, el: Any, problems: list[Problem]) -> None
     allowed_values = enumerations().get(tag)
     if allowed_values:
         for v in values:
-            if isinstance(v, str) and v.rstrip() not in allowed_values:
+            # an empty value is not a wrong one: whether it may be empty is its type's question
+            if isinstance(v, str) and v.strip() and v.rstrip() not in allowed_values:
                 problems.append(Problem(path, f"{v!r} is not one of {', '.join(sorted(allowed_values))}"))
 
 
-def _check_structure(ds: Any, path: str, problems: list[Problem]) -> None:
+# Deepest sequence nesting accepted. Table CC.2.5-3 nests 4 levels; a dataset nested much
+# deeper cannot even be serialised again (orjson stops at 255 JSON levels, 3 per sequence
+# level), so it is refused here rather than failing when the workitem is stored.
+MAX_SEQUENCE_DEPTH = 32
+
+
+def _check_structure(ds: Any, path: str, problems: list[Problem], depth: int = 0) -> None:
     if not isinstance(ds, dict):
         problems.append(Problem(path, "a dataset must be an object"))
+        return
+    if depth > MAX_SEQUENCE_DEPTH:
+        problems.append(Problem(path, f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep"))
         return
     for k, el in ds.items():
         if len(k) != 8 or any(c not in "0123456789ABCDEFabcdef" for c in k):
@@ -106,18 +116,27 @@ def _check_structure(ds: Any, path: str, problems: list[Problem]) -> None:
         if isinstance(el, dict) and el.get("vr") == "SQ" and isinstance(el.get("Value"), list):
             for n, item in enumerate(el["Value"]):
                 if isinstance(item, dict):
-                    _check_structure(item, f"{here}[{n}]", problems)
+                    _check_structure(item, f"{here}[{n}]", problems, depth + 1)
 
 
-def _holds(rule: AttributeRule, ds: dj.Dataset, siblings: dict[int, AttributeRule]) -> bool | None:
-    """Whether a conditional requirement applies: True/False, None if undecidable."""
+def _holds(rule: AttributeRule, ds: dj.Dataset, siblings: dict[int, AttributeRule],
+           ancestors: tuple[dj.Dataset, ...] = ()) -> bool | None:
+    """Whether a conditional requirement applies: True/False, None if undecidable.
+    ``ancestors`` are the enclosing items, innermost first (for ``when=^T:V``)."""
     kind, _, arg = rule.condition.partition("=")
     if kind == "oneof":
+        # "one of them shall be present" means present with a value (an empty Code Value
+        # is no code value: PS3.3 Table 8.8-1)
         group = [r.tag for r in siblings.values() if r.condition == rule.condition]
-        return not any(dj.key(t) in ds for t in group)
+        return not any(dj.has_value(ds.get(dj.key(t))) for t in group)
     if kind == "when":
-        tag_text, _, value = arg.partition(":")
+        up = len(arg) - len(arg.lstrip("^"))
+        tag_text, _, value = arg.lstrip("^").partition(":")
         tag = int(tag_text.strip("()").replace(",", ""), 16)
+        if up:
+            if len(ancestors) < up:
+                return None
+            ds = ancestors[up - 1]
         return dj.first(ds, tag) == value
     if kind == "with":
         tag = int(arg.strip("()").replace(",", ""), 16)
@@ -126,7 +145,7 @@ def _holds(rule: AttributeRule, ds: dj.Dataset, siblings: dict[int, AttributeRul
 
 
 def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode, path: str,
-                        out: Outcome, parent_added: bool = False) -> None:
+                        out: Outcome, parent_added: bool = False, ancestors: tuple[dj.Dataset, ...] = ()) -> None:
     reported_groups: set[str] = set()
     for tag, rule in rules.items():
         usage = rule.create if mode == "create" else rule.set
@@ -141,14 +160,22 @@ def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: M
                        else "may not be changed by Update (N-SET)")
                 out.problems.append(Problem(here, f"{rule.name} {why}", "0105"))
             continue
-        required = t == "1" or (t == "1C" and _holds(rule, ds, rules) is True)
+        # PS3.4 Table CC.2.5-2b prints N-SET 1/1 for the value attributes of a content item
+        # (DateTime, Date, ... Numeric Value), but each row's remark keeps "Required if Value
+        # Type (0040,A040) is ...": an item carries the one value its Value Type names.
+        conditional = t == "1C" or (t == "1" and rule.condition.startswith("when="))
+        required = (t == "1" and not conditional) or (conditional and _holds(rule, ds, rules, ancestors) is True)
         if required and not dj.has_value(el):
             if rule.condition.startswith("oneof"):
                 if rule.condition in reported_groups:
                     continue
                 reported_groups.add(rule.condition)
-                names = [r.name for r in rules.values() if r.condition == rule.condition]
-                out.problems.append(Problem(path or "dataset", f"one of {', '.join(names)} is required", "0120"))
+                group = [r for r in rules.values() if r.condition == rule.condition]
+                names = ", ".join(r.name for r in group)
+                sent_empty = [format_tag(r.tag) for r in group if dj.key(r.tag) in ds]
+                out.problems.append(Problem(path or "dataset", f"one of {names} is required"
+                                            + (f" ({', '.join(sent_empty)} sent without a value)" if sent_empty else ""),
+                                            "0121" if sent_empty else "0120"))
             else:
                 out.problems.append(Problem(here, f"{rule.name} is required (type 1)" if not present
                                             else f"{rule.name} must have a value (type 1)",
@@ -169,7 +196,7 @@ def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: M
                 continue
             for n, item in enumerate(el["Value"]):
                 if isinstance(item, dict) and children:
-                    _check_requirements(item, children, mode, f"{here}[{n}]", out)
+                    _check_requirements(item, children, mode, f"{here}[{n}]", out, ancestors=(ds, *ancestors))
 
 
 def check(ds: dj.Dataset, mode: Mode) -> Outcome:

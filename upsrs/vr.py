@@ -20,6 +20,7 @@ _DS = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 _IS = re.compile(r"^\s*[+-]?\d+\s*$")
 _AT = re.compile(r"^[0-9A-Fa-f]{8}$")
 _AS = re.compile(r"^\d{3}[DWMY]$")
+_AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]*$")  # Default Character Repertoire, no backslash, no control
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f]")  # TAB and ESC are allowed
 _CONTROL_TEXT = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")  # text VRs also allow LF, FF, CR
 
@@ -28,7 +29,7 @@ def _parse(fn: Callable[[str], Any]) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
         try:
             fn(v)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             return str(exc)
         return None
 
@@ -45,7 +46,7 @@ class StringRule:
 
 
 STRING_RULES: dict[str, StringRule] = {
-    "AE": StringRule(16),
+    "AE": StringRule(16, _AE, "characters of the Default Character Repertoire (ASCII), not only spaces"),
     "AS": StringRule(4, _AS, "nnnD/W/M/Y"),
     "CS": StringRule(16, _CS, "upper-case letters, digits, space and underscore"),
     "DA": StringRule(8, parser=_parse(datetimes.da_interval)),
@@ -63,6 +64,9 @@ STRING_RULES: dict[str, StringRule] = {
     "UT": StringRule(None, text=True),
     "AT": StringRule(8, _AT, "8 hexadecimal digits"),
 }
+
+_IS_MIN, _IS_MAX = -(2**31), 2**31 - 1  # PS3.5 Table 6.2-1 IS
+PN_GROUP_MAX = 64  # PS3.5 Table 6.2-1 PN: 64 characters maximum per component group
 
 INTEGER_RANGES: dict[str, tuple[int, int]] = {
     "US": (0, 2**16 - 1),
@@ -92,6 +96,10 @@ def check_string(vr: str, value: str) -> str | None:
         value = value[:-1]
     if rule.pattern is not None and not rule.pattern.match(value if vr != "CS" else value.rstrip()):
         return f"{value!r} is not a valid {vr} value ({rule.what})"
+    if vr == "AE" and value and not value.strip():
+        return "an AE value may not consist of spaces only"  # PS3.5 Table 6.2-1
+    if vr == "IS" and not _IS_MIN <= int(value) <= _IS_MAX:
+        return f"{value.strip()} is out of range for IS ({_IS_MIN}..{_IS_MAX})"
     if rule.parser is not None:
         return rule.parser(value)
     return None
@@ -105,6 +113,8 @@ def check_value(vr: str, value: Any) -> str | None:
         if vr in ("DS", "IS") and isinstance(value, (int, float)) and not isinstance(value, bool):
             if vr == "IS" and not float(value).is_integer():
                 return f"{value!r} is not an integer (IS)"
+            if vr == "IS" and not _IS_MIN <= value <= _IS_MAX:
+                return f"{value} is out of range for IS ({_IS_MIN}..{_IS_MAX})"
             return None
         if not isinstance(value, str):
             return f"{vr} value must be a string, got {type(value).__name__}"
@@ -132,8 +142,10 @@ def check_value(vr: str, value: Any) -> str | None:
                 return f"PN component group {group!r} is not Alphabetic, Ideographic or Phonetic"
             if not isinstance(text, str):
                 return f"PN {group} must be a string"
-            if len(text) > 64 * 5 + 4 or text.count("^") > 4:
-                return f"PN {group} has more than 5 components or is too long"
+            if len(text) > PN_GROUP_MAX:
+                return f"PN {group} is {len(text)} characters long, the maximum is {PN_GROUP_MAX}"
+            if text.count("^") > 4:
+                return f"PN {group} has more than 5 components"
             if "\\" in text or _CONTROL.search(text):
                 return f"PN {group} contains a backslash or a control character"
         return None
