@@ -77,3 +77,16 @@ def test_non_ascii_in_a_refused_value_is_a_400_with_an_ascii_warning(client: htt
     assert "ЗАПЛАНИРОВАНО" in r.text
     q = client.get("/workitems", params={"ScheduledProcedureStepStartDateTime": "Ā"})
     assert q.status_code == 400 and q.headers["warning"].isascii()
+
+
+def test_search_serves_workitems_stored_without_a_projection(redis_proc: RedisProcess) -> None:
+    """A store written by an older aiw (no ``proj`` field) still answers searches whole."""
+    srv = start_server(redis_proc.url)
+    try:
+        with httpx.Client(base_url=srv.url, headers={"content-type": "application/dicom+json"}) as c:
+            uid = c.post("/workitems", content=orjson.dumps(workitem(patient_id="OLD-1"))).headers["location"].rsplit("/", 1)[1]
+            fresh = c.get("/workitems", params={"PatientID": "OLD-1"}).json()
+            redis_proc.client().hdel(f"{srv.env['AIW_KEY_PREFIX']}wi:{uid}", "proj")
+            assert c.get("/workitems", params={"PatientID": "OLD-1"}).json() == fresh
+    finally:
+        srv.stop()

@@ -33,15 +33,23 @@ INDEXED_PATHS: dict[str, tuple[int, ...]] = {
 }
 _BY_PATH = {path: name for name, path in INDEXED_PATHS.items()}
 MAX_INDEXED_VALUE = 128
+INDEXED_KEYS = frozenset(f"{path[0]:08X}" for path in INDEXED_PATHS.values())
 
 
 def _strings(values: list) -> set[str]:
     return {str(v).rstrip(" ") for v in values if v not in (None, "") and len(str(v)) <= MAX_INDEXED_VALUE}
 
 
+COMPOSITE = ("state", "wcode")  # the performer's pull: SCHEDULED workitems of its codes
+
+
 def index_keys(prefix: str, ds: dj.Dataset) -> set[str]:
     """Every index key the workitem belongs to (including the all-workitems set)."""
     keys = {f"{prefix}ix:all"}
+    state = _strings(dj.values(ds, INDEXED_PATHS["state"][0]))
+    for item in dj.items(ds, INDEXED_PATHS["wcode"][0]):
+        for code in _strings(dj.values(item, INDEXED_PATHS["wcode"][1])):
+            keys.update(f"{prefix}ix:sw:{st}|{code}" for st in state)
     for name, path in INDEXED_PATHS.items():
         if len(path) == 1:
             vals = _strings(dj.values(ds, path[0]))
@@ -78,3 +86,14 @@ def index_for(m: Matcher, prefix: str) -> tuple[str | None, bool]:
                 break
         return best
     return None, False
+
+
+def combine(keys: list[str], prefix: str) -> list[str]:
+    """Replace a state key and a workitem-code key by their composite index, so the
+    commonest search (SCHEDULED workitems of a code) reads one sorted set."""
+    state = next((k for k in keys if k.startswith(f"{prefix}ix:state:")), None)
+    code = next((k for k in keys if k.startswith(f"{prefix}ix:wcode:")), None)
+    if state is None or code is None:
+        return keys
+    composite = f"{prefix}ix:sw:{state[len(prefix) + 9:]}|{code[len(prefix) + 9:]}"
+    return [composite] + [k for k in keys if k not in (state, code)]

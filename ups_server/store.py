@@ -17,7 +17,11 @@ from typing import Any, Sequence
 import orjson
 from redis.asyncio import Redis
 
-EXISTS, MISSING, CONFLICT = -1, -2, -3
+EXISTS, MISSING, CONFLICT, STALE = -1, -2, -3, -4
+
+
+class StaleSubscriptions(Exception):
+    """The filtered subscriptions changed since they were read; read them again."""
 
 
 class VersionConflict(Exception):
@@ -64,6 +68,7 @@ class WorkitemStore:
         self._commit = redis.register_script(_script("commit.lua"))
         self._search = redis.register_script(_script("search.lua"))
         self._purge = redis.register_script(_script("purge.lua"))
+        self._hget_many = redis.register_script(_script("hget_many.lua"))
         p = prefix
         self.k_seq, self.k_events, self.k_gone = f"{p}seq", f"{p}events", f"{p}gone"
         self.k_final, self.k_start, self.k_all = f"{p}final", f"{p}start", f"{p}ix:all"
@@ -81,13 +86,12 @@ class WorkitemStore:
     async def get_doc(self, uid: str) -> bytes | None:
         return await self.redis.hget(self.wi_key(uid), "doc")
 
-    async def get_docs(self, uids: Sequence[str]) -> list[bytes | None]:
+    async def get_docs(self, uids: Sequence[str], field: str = "doc") -> list[bytes | None]:
+        """``field`` (the dataset, or ``proj`` its default search projection) of many
+        workitems in one round trip."""
         if not uids:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for uid in uids:
-            pipe.hget(self.wi_key(uid), "doc")
-        return await pipe.execute()
+        return [v if v else None for v in await self._hget_many(keys=[], args=[self.prefix, field, *uids])]
 
     async def get_seqs(self, uids: Sequence[str]) -> list[int | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -98,20 +102,21 @@ class WorkitemStore:
     async def was_purged(self, uid: str) -> bool:
         return await self.redis.zscore(self.k_gone, uid) is not None
 
-    async def commit(self, uid: str, expected: Record | None, doc: bytes, state: str, tuid: str,
+    async def commit(self, uid: str, expected: Record | None, doc: bytes, proj: bytes, state: str, tuid: str,
                      index: set[str], start: float | None, final_at: float | None,
-                     events: Sequence[Event], subscribers: dict[str, str] | None = None) -> tuple[int, list[str]]:
+                     events: Sequence[Event], subscribers: dict[str, str] | None = None,
+                     subver: bytes | None | str = "*") -> tuple[int, list[str]]:
         """Write one change atomically. ``expected`` None = create. Returns (version, event ids)."""
         old = set(expected.index) if expected else set()
         add = sorted(index - old)
         rem = sorted(old - index)
         keys = [self.wi_key(uid), self.k_seq, self.k_events, self.k_gone, self.k_final, self.k_start, *add, *rem]
-        args: list[Any] = [uid, expected.version if expected else "", doc, state, tuid, len(add), len(rem),
+        args: list[Any] = [uid, expected.version if expected else "", doc, proj, state, tuid, len(add), len(rem),
                            "" if start is None else repr(start), "" if final_at is None else repr(final_at),
                            self.events_maxlen, orjson.dumps(sorted(index)), len(events)]
         for ev in events:
             args += [ev.type, ev.body]
-        args += [self.prefix, len(subscribers or {})]
+        args += [self.prefix, subver if isinstance(subver, str) else (subver or b"").decode(), len(subscribers or {})]
         for aet, code in (subscribers or {}).items():
             args += [aet, code]
         res = await self._commit(keys=keys, args=args)
@@ -122,6 +127,8 @@ class WorkitemStore:
             raise NotFound(uid)
         if code == CONFLICT:
             raise VersionConflict(uid)
+        if code == STALE:
+            raise StaleSubscriptions(uid)
         return code, [r.decode() if isinstance(r, bytes) else str(r) for r in res[2:]]
 
     async def append_events(self, entries: Sequence[tuple[str, int, int, bytes, str]]) -> list[str]:
@@ -144,14 +151,22 @@ class WorkitemStore:
                          offset: int, count: int) -> tuple[int, list[str]]:
         """(total, uids[offset:offset+count]) of the workitems in every index (and the
         start-time range), in creation order; count -1 = all."""
+        total, page = await self.page(index_keys, start_range, offset, count, "")
+        return total, [u for u, _ in page]
+
+    async def page(self, index_keys: Sequence[str], start_range: tuple[float | None, float | None] | None,
+                   offset: int, count: int, field: str) -> tuple[int, list[tuple[str, bytes | None]]]:
+        """Like ``candidates``, with ``field`` of each workitem on the page, in one round trip."""
         scratch = f"{self.prefix}tmp:{uuid.uuid4().hex}"
         low = high = ""
         if start_range is not None:
             low = "" if start_range[0] is None else repr(start_range[0])
             high = "" if start_range[1] is None else repr(start_range[1])
         res = await self._search(keys=[scratch, scratch + ":r", self.k_start, self.k_all, *index_keys],
-                                 args=[low, high, offset, count])
-        return int(res[0]), [u.decode() for u in res[1:]]
+                                 args=[low, high, offset, count, field, self.prefix])
+        if not field:
+            return int(res[0]), [(u.decode(), None) for u in res[1:]]
+        return int(res[0]), [(res[i].decode(), res[i + 1] or None) for i in range(1, len(res), 2)]
 
     async def purge(self, retention: float, gone: float, batch: int = 500) -> list[str]:
         now = time.time()

@@ -86,6 +86,9 @@ class Subscriptions:
         ver = await self.redis.get(self.k_ver)
         if self._cache is not None and self._cache[0] == ver:
             return self._cache[1], self._cache[2]
+        return await self._load()
+
+    async def _load(self) -> tuple[dict[str, GlobalSub], dict[str, FilteredSub]]:
         pipe = self.redis.pipeline(transaction=True)
         pipe.get(self.k_ver)
         pipe.hgetall(self.k_gsub)
@@ -129,10 +132,15 @@ class Subscriptions:
         globals_, filtered = await self.global_records()
         return aet in globals_ or aet in filtered or bool(await self.redis.scard(self.k_aesubs(aet)))
 
-    async def for_new_workitem(self, ds: dj.Dataset) -> dict[str, str]:
-        """Explicit records a new workitem gets: the filtered subscribers it matches."""
-        _, filtered = await self.global_records()
-        return {aet: ("L" if f.lock else "N") for aet, f in filtered.items() if f.matches(ds)}
+    async def for_new_workitem(self, ds: dj.Dataset, refresh: bool = False) -> tuple[bytes | None, dict[str, str]]:
+        """Explicit records a new workitem gets — the filtered subscribers it matches — and
+        the subscription version they were read at. From the cache without a round trip;
+        the create's commit checks the version and says if it moved (``refresh`` then)."""
+        if refresh or self._cache is None:
+            await self.global_records()
+        assert self._cache is not None
+        ver, _, filtered = self._cache
+        return ver, {aet: ("L" if f.lock else "N") for aet, f in filtered.items() if f.matches(ds)}
 
     # ------------------------------------------------------------ writing
     async def _set_explicit(self, pairs: Iterable[tuple[str, str, str]]) -> None:

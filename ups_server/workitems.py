@@ -18,12 +18,13 @@ from upsrs import events as ev
 from upsrs import states, validation
 from upsrs import vr as vrs
 from upsrs.errors import DatasetError, Problem
-from upsrs.matching import Matcher, Query, project
+from upsrs.matching import Matcher, Query, default_return_tags, project
 from upsrs.uids import UPS_PUSH_SOP_CLASS, WELL_KNOWN_SUBSCRIPTION_UIDS, new_uid
 
 from ups_server import indexes
 from ups_server.settings import ServerSettings
-from ups_server.store import AlreadyExists, Event, NotFound, Record, VersionConflict, WorkitemStore
+from ups_server.store import (AlreadyExists, Event, NotFound, Record, StaleSubscriptions, VersionConflict,
+                              WorkitemStore)
 from ups_server.subscriptions import Subscriptions
 
 SOP_CLASS_UID = 0x00080016
@@ -47,6 +48,7 @@ DEFAULT_DISCONTINUATION = {  # (110513, DCM, "Discontinued for unspecified reaso
 }
 CANCEL_REQUEST_TAGS = (REASON_FOR_CANCELLATION, DISCONTINUATION_REASON_SEQ, CONTACT_URI, CONTACT_DISPLAY_NAME)
 MAX_ATTEMPTS = 20
+DEFAULT_PROJECTION = Query([], set())  # what a search returns without includefield
 
 
 class UpsFailure(Exception):
@@ -82,6 +84,7 @@ class Plan:
     tuid: str
     events: list[tuple[int, dj.Dataset]]
     reply: Reply
+    same_index: bool = False  # no indexed attribute changed
 
 
 def _dataset_error(transaction: str, problems: list[Problem]) -> UpsFailure:
@@ -108,13 +111,16 @@ class WorkitemService:
         return rec
 
     async def _commit(self, uid: str, expected: Record | None, ds: dj.Dataset, state: str, tuid: str,
-                      events: list[tuple[int, dj.Dataset]], subscribers: dict[str, str] | None = None) -> None:
+                      events: list[tuple[int, dj.Dataset]], subscribers: dict[str, str] | None = None,
+                      subver: bytes | None | str = "*", same_index: bool = False) -> None:
+        """``same_index``: the change touched no indexed attribute (keep the index set)."""
         ds[dj.key(MODIFICATION_DATETIME)] = dj.element("DT", self._now())
         final_at = time.time() if state in states.FINAL_STATES and (expected is None or expected.state != state) else None
         await self.store.commit(
-            uid, expected, dj.dumps(ds), state, tuid,
-            indexes.index_keys(self.store.prefix, ds), indexes.start_score(ds, self.tz), final_at,
-            [Event(t, dj.dumps(info)) for t, info in events], subscribers,
+            uid, expected, dj.dumps(ds), dj.dumps(project(ds, DEFAULT_PROJECTION)), state, tuid,
+            set(expected.index) if same_index and expected is not None else indexes.index_keys(self.store.prefix, ds),
+            indexes.start_score(ds, self.tz), final_at,
+            [Event(t, dj.dumps(info)) for t, info in events], subscribers, subver,
         )
 
     async def _change(self, transaction: str, uid: str, plan: Callable[[Record], "Plan | Reply"]) -> Reply:
@@ -126,7 +132,8 @@ class WorkitemService:
             if isinstance(planned, Reply):
                 return planned
             try:
-                await self._commit(uid, rec, planned.doc, planned.state, planned.tuid, planned.events)
+                await self._commit(uid, rec, planned.doc, planned.state, planned.tuid, planned.events,
+                                   same_index=planned.same_index)
             except (VersionConflict, NotFound):
                 continue
             return planned.reply
@@ -176,11 +183,19 @@ class WorkitemService:
         dj.set_value(ds, SOP_INSTANCE_UID, "UI", uid)
         events: list[tuple[int, dj.Dataset]] = [(ev.STATE_REPORT, ev.state_report(ds))]
         events += [(ev.ASSIGNED, info) for info in ev.assigned(ds)]
-        subscribers = await self.subs.for_new_workitem(ds)  # filtered worklist subscriptions it matches
-        try:
-            await self._commit(uid, None, ds, states.SCHEDULED, "", events, subscribers)
-        except AlreadyExists:
-            raise UpsFailure("create", "0111", f"a Workitem with UID {uid} already exists") from None
+        refresh = False
+        for _ in range(MAX_ATTEMPTS):
+            # the filtered worklist subscriptions it matches, checked current by the commit
+            subver, subscribers = await self.subs.for_new_workitem(ds, refresh)
+            try:
+                await self._commit(uid, None, ds, states.SCHEDULED, "", events, subscribers, subver)
+                break
+            except StaleSubscriptions:
+                refresh = True
+            except AlreadyExists:
+                raise UpsFailure("create", "0111", f"a Workitem with UID {uid} already exists") from None
+        else:
+            raise UpsFailure("create", "busy", "subscriptions kept changing during this request")
         return Reply("create", "B300" if modified else "0000", uid=uid,
                      detail="; ".join(f"{p}: added empty (type 2)" for p in outcome.added))
 
@@ -209,6 +224,8 @@ class WorkitemService:
         outcome = validation.check(ds, "set")
         if outcome.problems:
             raise _dataset_error("update", outcome.problems)
+        touches_no_index = not (indexes.INDEXED_KEYS & ds.keys())
+
         def plan(rec: Record) -> Plan:
             decision = states.decide("update", rec.state, given, rec.tuid)
             if not decision.update:
@@ -222,7 +239,8 @@ class WorkitemService:
                 events += [(ev.ASSIGNED, info) for info in ev.assigned(new)]
             if ev.progress_fingerprint(old) != ev.progress_fingerprint(new):
                 events.append((ev.PROGRESS_REPORT, ev.progress_report(new)))
-            return Plan(new, rec.state, rec.tuid, events, Reply("update", "B305" if coerced else "0000", uid=uid))
+            return Plan(new, rec.state, rec.tuid, events, Reply("update", "B305" if coerced else "0000", uid=uid),
+                        same_index=touches_no_index)
 
         return await self._change("update", uid, plan)
 
@@ -323,8 +341,17 @@ class WorkitemService:
         else:
             keys, start_range, residual = self._plan(matchers)
             if not residual:
-                total, uids = await self.store.candidates(keys, start_range, query.offset, limit)
-                docs = [d for d in await self.store.get_docs(uids) if d is not None]
+                # results in the stored default projection when that is what the query asks
+                field = "proj" if self._default_projection(query) else "doc"
+                total, page = await self.store.page(keys, start_range, query.offset, limit, field)
+                if field == "proj":
+                    missing = [u for u, d in page if d is None]  # stored before projections were kept
+                    if missing:
+                        made = {u: dj.dumps(project(dj.loads(d), query))
+                                for u, d in zip(missing, await self.store.get_docs(missing)) if d is not None}
+                        page = [(u, d if d is not None else made.get(u)) for u, d in page]
+                    return self._reply([d for _, d in page if d is not None], total, query, projected=True)
+                docs = [d for _, d in page if d is not None]
             else:
                 _, uids = await self.store.candidates(keys, start_range, 0, -1)
                 total, docs = 0, []
@@ -334,12 +361,21 @@ class WorkitemService:
                             if query.offset <= total < query.offset + limit:
                                 docs.append(d)
                             total += 1
+        return self._reply(docs, total, query)
+
+    @staticmethod
+    def _default_projection(query: Query) -> bool:
+        always = default_return_tags()[0]
+        return not query.include_all and not query.includefields and all(m.tag in always for m in query.matchers)
+
+    @staticmethod
+    def _reply(docs: list[bytes], total: int, query: Query, projected: bool = False) -> Reply:
         remaining = max(0, total - query.offset - len(docs))
         warnings = [f"paging:{remaining}"] if remaining else []
         warnings += query.unsupported
         if not docs:
             return Reply("search", body=None, warnings=warnings)
-        if query.include_all:
+        if query.include_all or projected:
             body = b"[" + b",".join(docs) + b"]"
         else:
             body = b"[" + b",".join(dj.dumps(project(dj.loads(d), query)) for d in docs) + b"]"
@@ -359,7 +395,7 @@ class WorkitemService:
                 keys.append(key)
             if not exact and m.kind != "universal":
                 residual.append(m)
-        return keys, start_range, residual
+        return indexes.combine(keys, self.store.prefix), start_range, residual
 
     async def matching_uids(self, matchers: list[Matcher]) -> list[str]:
         """Every stored workitem the matchers match (a filtered subscription's existing set)."""

@@ -18,9 +18,17 @@ from upsrs.errors import DatasetError, Problem, format_tag
 Dataset = dict[str, dict[str, Any]]
 
 
+_KEY_CACHE: dict[int, str] = {}
+
+
 def key(tag: int) -> str:
-    """The DICOM JSON property name of a tag."""
-    return f"{tag:08X}"
+    """The DICOM JSON property name of a tag (cached: the hot path asks for the same few)."""
+    k = _KEY_CACHE.get(tag)
+    if k is None:
+        k = f"{tag:08X}"
+        if len(_KEY_CACHE) < 65536:
+            _KEY_CACHE[tag] = k
+    return k
 
 
 @lru_cache(maxsize=4096)
@@ -81,7 +89,10 @@ def has_value(el: dict[str, Any] | None) -> bool:
     if not isinstance(el, dict):
         return el not in (None, "", [], {})  # malformed but not empty: a value of some kind
     v = el.get("Value")
-    if isinstance(v, list) and v:
+    if type(v) is list and v:
+        first = v[0]
+        if first is not None and first != "":
+            return True
         return any(x is not None and x != "" for x in v)
     return "InlineBinary" in el or "BulkDataURI" in el
 

@@ -68,7 +68,7 @@ def progress_fingerprint(ds: dj.Dataset) -> Any:
     """What a Progress Report is about: progress, description and communications URIs."""
     progress = dj.items(ds, PROGRESS_INFO_SEQ)
     item = progress[0] if progress else {}
-    return tuple(dj.dumps(item.get(dj.key(t))) for t in (PROGRESS, PROGRESS_DESCRIPTION, COMMUNICATIONS_URI_SEQ))
+    return tuple(item.get(dj.key(t)) for t in (PROGRESS, PROGRESS_DESCRIPTION, COMMUNICATIONS_URI_SEQ))
 
 
 def assigned(ds: dj.Dataset) -> list[dj.Dataset]:
@@ -89,7 +89,7 @@ def assigned(ds: dj.Dataset) -> list[dj.Dataset]:
 
 
 def assignment_fingerprint(ds: dj.Dataset) -> Any:
-    return (dj.dumps(ds.get(dj.key(STATION_NAME_SEQ))), dj.dumps(ds.get(dj.key(HUMAN_PERFORMERS_SEQ))))
+    return ds.get(dj.key(STATION_NAME_SEQ)), ds.get(dj.key(HUMAN_PERFORMERS_SEQ))
 
 
 def scp_status_change(status: str, subscription_list: str = "WARM START", ups_list: str = "WARM START") -> dj.Dataset:

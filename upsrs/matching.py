@@ -293,6 +293,14 @@ def nested_return_tags() -> dict[int, frozenset[int]]:
     return out
 
 
+@cache
+def _default_keys() -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """(key, empty-element VR) of the always-returned tags, and the if-present keys."""
+    always, present = default_return_tags()
+    return (tuple((dj.key(t), (dj.dictionary_vrs(t) or ("UN",))[0]) for t in sorted(always)),
+            tuple(dj.key(t) for t in sorted(present)))
+
+
 def project(ds: dj.Dataset, query: Query) -> dj.Dataset:
     """The attributes a search result carries for ``ds``: return keys, match keys and
     includefields; never the Transaction UID."""
@@ -300,20 +308,26 @@ def project(ds: dj.Dataset, query: Query) -> dj.Dataset:
         out = dict(ds)
         out.pop(dj.key(TRANSACTION_UID), None)
         return out
-    always, present = default_return_tags()
-    wanted = set(always) | query.includefields | {m.tag for m in query.matchers}
+    always_keys, present_keys = _default_keys()
     out: dj.Dataset = {}
-    for tag in wanted:
+    for k, vr in always_keys:
+        el = ds.get(k)
+        out[k] = el if el is not None else {"vr": vr}
+    extra = query.includefields | {m.tag for m in query.matchers}
+    for tag in extra:
         k = dj.key(tag)
+        if k in out:
+            continue
         if k in ds:
             out[k] = ds[k]
-        elif tag in always or tag in query.includefields or tag in {m.tag for m in query.matchers}:
+        else:
             vr = dj.dictionary_vrs(tag)
             out[k] = dj.element(vr[0] if vr else "UN")
-    for tag in present:
-        k = dj.key(tag)
+    for k in present_keys:
         if k in ds:
             out[k] = ds[k]
+    if "00080005" in ds:
+        out["00080005"] = ds["00080005"]
     for seq, kids in nested_return_tags().items():
         k = dj.key(seq)
         if k in out:
@@ -322,7 +336,5 @@ def project(ds: dj.Dataset, query: Query) -> dj.Dataset:
         kept = [item for item in kept if item]
         if kept:
             out[k] = dj.element("SQ", *kept)
-    if "00080005" in ds:
-        out["00080005"] = ds["00080005"]
     out.pop(dj.key(TRANSACTION_UID), None)
     return out

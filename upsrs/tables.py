@@ -6,6 +6,8 @@ The tables are the standard's text, transcribed once; the engines in ``validatio
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -56,9 +58,14 @@ class AttributeRule:
     condition: str = ""
     children: dict[int, "AttributeRule"] = field(default_factory=dict)
 
-    @property
-    def is_sequence(self) -> bool:
-        return "SQ" in self.vrs
+    def __post_init__(self) -> None:
+        self.key = f"{self.tag:08X}"  # its DICOM JSON property name
+        self.is_sequence = "SQ" in self.vrs
+
+    @functools.cached_property
+    def created_empty(self) -> bool:
+        """A sequence N-CREATE must create empty: none of its item attributes is allowed."""
+        return bool(self.children) and all(c.create.not_allowed for c in self.children.values())
 
 
 def _columns(cols: str) -> tuple[list[str], str]:
@@ -125,7 +132,7 @@ def _build(rows: list[tuple[int, object]], sections: dict, base: int, into: dict
             _build(sections[row], sections, d, target, stack)
             del stack[d + 1:]
             continue
-        rule = AttributeRule(**{**row.__dict__, "children": {}})  # macros are reused: copy rows
+        rule = dataclasses.replace(row, children={})  # macros are reused: copy rows
         target[rule.tag] = rule
         last[d] = rule
         if rule.is_sequence:

@@ -32,56 +32,106 @@ class Outcome:
         return not self.problems
 
 
+PathT = tuple[int, ...]  # tags and item numbers (items as -1 - n), formatted only for a problem
+
+
+def format_path(path: PathT) -> str:
+    return "".join(format_tag(p) if p >= 0 else f"[{-1 - p}]" for p in path)
+
+
+@dataclass(frozen=True)
+class _KeyInfo:
+    tag: int
+    allowed: tuple[str, ...]
+    enum: frozenset[str] | None
+
+
+_KEYS: dict[str, _KeyInfo | Problem] = {}
+_BODY_MEMBERS = frozenset({"vr", "Value", "InlineBinary", "BulkDataURI"})
+
+
+def _key_info(k: str) -> _KeyInfo | Problem:
+    """What a property name is (cached: a workitem uses the same few hundred keys)."""
+    found = _KEYS.get(k)
+    if found is not None:
+        return found
+    if len(k) != 8 or any(c not in "0123456789ABCDEFabcdef" for c in k):
+        info: _KeyInfo | Problem = Problem("", f"property {k!r} is not 8 hexadecimal digits")
+    elif k != k.upper():
+        info = Problem("", f"property {k!r} must be upper-case hexadecimal")
+    else:
+        tag = int(k, 16)
+        if tag >> 16 == 0 or tag >> 16 == 0x0002:
+            info = Problem(format_tag(tag), "command and file meta elements do not belong in a dataset", "0105")
+        elif tag & 0xFFFF == 0:
+            info = Problem(format_tag(tag), "group length elements are not allowed in DICOM JSON", "0105")
+        else:
+            info = _KeyInfo(tag, dj.dictionary_vrs(tag), enumerations().get(tag))
+    if len(_KEYS) < 50_000:  # bounded: random keys from a fuzzer must not grow it forever
+        _KEYS[k] = info
+    return info
+
+
 def check_element(path: str, tag: int, el: Any, problems: list[Problem]) -> None:
     """Structure and value format of one element (PS3.18 F.2), whatever table it is in."""
+    info = _key_info(dj.key(tag))
+    if isinstance(info, Problem):
+        problems.append(Problem(path, info.message, info.status))
+        return
+    _check_element(info, el, problems, lambda: path)
+
+
+def _check_element(info: _KeyInfo, el: Any, problems: list[Problem], where: Any) -> None:
     if not isinstance(el, dict):
-        problems.append(Problem(path, "an element must be an object with a 'vr'"))
+        problems.append(Problem(where(), "an element must be an object with a 'vr'"))
         return
     vr = el.get("vr")
+    allowed = info.allowed
     if vr not in vrs.ALL_VRS:
-        problems.append(Problem(path, f"missing or unknown VR {vr!r}"))
+        problems.append(Problem(where(), f"missing or unknown VR {vr!r}"))
         return
-    allowed = dj.dictionary_vrs(tag)
     if allowed and vr not in allowed and not (vr == "UN" or "OB" in allowed and vr == "OW"):
-        problems.append(Problem(path, f"VR {vr} is wrong for {dj.keyword(tag)}, expected {' or '.join(allowed)}"))
+        problems.append(Problem(where(), f"VR {vr} is wrong for {dj.keyword(info.tag)}, expected {' or '.join(allowed)}"))
         return
-    forms = [k for k in ("Value", "InlineBinary", "BulkDataURI") if k in el]
-    if len(forms) > 1:
-        problems.append(Problem(path, f"an element may carry only one of Value, InlineBinary, BulkDataURI (has {forms})"))
-        return
-    extra = set(el) - {"vr", "Value", "InlineBinary", "BulkDataURI"}
-    if extra:
-        problems.append(Problem(path, f"unexpected member(s) {sorted(extra)} in the element"))
-    if "InlineBinary" in el:
-        msg = vrs.check_inline_binary(el["InlineBinary"])
-        if msg:
-            problems.append(Problem(path, msg))
-        return
-    if "BulkDataURI" in el:
-        if not isinstance(el["BulkDataURI"], str):
-            problems.append(Problem(path, "BulkDataURI must be a string"))
-        return
+    if len(el) > 2 or "Value" not in el:
+        forms = [k for k in ("Value", "InlineBinary", "BulkDataURI") if k in el]
+        if len(forms) > 1:
+            problems.append(Problem(where(), f"an element may carry only one of Value, InlineBinary, BulkDataURI (has {forms})"))
+            return
+        extra = set(el) - _BODY_MEMBERS
+        if extra:
+            problems.append(Problem(where(), f"unexpected member(s) {sorted(extra)} in the element"))
+        if "InlineBinary" in el:
+            msg = vrs.check_inline_binary(el["InlineBinary"])
+            if msg:
+                problems.append(Problem(where(), msg))
+            return
+        if "BulkDataURI" in el:
+            if not isinstance(el["BulkDataURI"], str):
+                problems.append(Problem(where(), "BulkDataURI must be a string"))
+            return
     values = el.get("Value")
     if values is None:
         return
     if not isinstance(values, list):
-        problems.append(Problem(path, "Value must be an array"))
+        problems.append(Problem(where(), "Value must be an array"))
         return
     if vr == "SQ":
         for n, item in enumerate(values):
             if not isinstance(item, dict):
-                problems.append(Problem(f"{path}[{n}]", "a sequence item must be an object"))
+                problems.append(Problem(f"{where()}[{n}]", "a sequence item must be an object"))
         return
+    check = vrs.checker(vr)
     for n, v in enumerate(values):
-        msg = vrs.check_value(vr, v)
+        msg = check(v)
         if msg:
-            problems.append(Problem(path if len(values) == 1 else f"{path}[{n}]", msg))
-    allowed_values = enumerations().get(tag)
+            problems.append(Problem(where() if len(values) == 1 else f"{where()}[{n}]", msg))
+    allowed_values = info.enum
     if allowed_values:
         for v in values:
             # an empty value is not a wrong one: whether it may be empty is its type's question
             if isinstance(v, str) and v.strip() and v.rstrip() not in allowed_values:
-                problems.append(Problem(path, f"{v!r} is not one of {', '.join(sorted(allowed_values))}"))
+                problems.append(Problem(where(), f"{v!r} is not one of {', '.join(sorted(allowed_values))}"))
 
 
 # Deepest sequence nesting accepted. Table CC.2.5-3 nests 4 levels; a dataset nested much
@@ -90,81 +140,126 @@ def check_element(path: str, tag: int, el: Any, problems: list[Problem]) -> None
 MAX_SEQUENCE_DEPTH = 32
 
 
-def _check_structure(ds: Any, path: str, problems: list[Problem], depth: int = 0) -> None:
+def _check_structure(ds: Any, path: str | PathT, problems: list[Problem], depth: int = 0) -> None:
+    if isinstance(path, str):  # the public form: a path prefix string
+        prefix = path
+        _structure(ds, (), problems, depth, prefix)
+    else:
+        _structure(ds, path, problems, depth, "")
+
+
+def check_structure(ds: Any, problems: list[Problem]) -> None:
+    """Structure and value format of every element of a dataset and its items."""
+    _structure(ds, (), problems, 0, "")
+
+
+def _structure(ds: Any, path: PathT, problems: list[Problem], depth: int, prefix: str) -> None:
     if not isinstance(ds, dict):
-        problems.append(Problem(path, "a dataset must be an object"))
+        problems.append(Problem(prefix + format_path(path), "a dataset must be an object"))
         return
     if depth > MAX_SEQUENCE_DEPTH:
-        problems.append(Problem(path, f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep"))
+        problems.append(Problem(prefix + format_path(path), f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep"))
         return
     for k, el in ds.items():
-        if len(k) != 8 or any(c not in "0123456789ABCDEFabcdef" for c in k):
-            problems.append(Problem(path, f"property {k!r} is not 8 hexadecimal digits"))
+        info = _key_info(k)
+        if isinstance(info, Problem):
+            problems.append(Problem(prefix + format_path(path) + info.path, info.message, info.status))
             continue
-        if k != k.upper():
-            problems.append(Problem(path, f"property {k!r} must be upper-case hexadecimal"))
-            continue
-        tag = int(k, 16)
-        here = f"{path}{format_tag(tag)}"
-        if tag >> 16 == 0 or tag >> 16 in (0x0002,):
-            problems.append(Problem(here, "command and file meta elements do not belong in a dataset", "0105"))
-            continue
-        if tag & 0xFFFF == 0:
-            problems.append(Problem(here, "group length elements are not allowed in DICOM JSON", "0105"))
-            continue
-        check_element(here, tag, el, problems)
-        if isinstance(el, dict) and el.get("vr") == "SQ" and isinstance(el.get("Value"), list):
-            for n, item in enumerate(el["Value"]):
-                if isinstance(item, dict):
-                    _check_structure(item, f"{here}[{n}]", problems, depth + 1)
+        tag = info.tag
+        _check_element(info, el, problems, lambda: prefix + format_path(path + (tag,)))
+        if type(el) is dict and el.get("vr") == "SQ":
+            items = el.get("Value")
+            if type(items) is list:
+                for n, item in enumerate(items):
+                    if isinstance(item, dict):
+                        _structure(item, path + (tag, -1 - n), problems, depth + 1, prefix)
+
+
+@dataclass(frozen=True)
+class _Cond:
+    """A rule's condition, parsed once: kind oneof / when / with."""
+
+    kind: str
+    keys: tuple[str, ...] = ()  # oneof: the group's keys; with: the sibling's key
+    key: str = ""  # when: the attribute compared
+    value: str = ""
+    up: int = 0  # when=^T:V looks this many enclosing items up
+
+
+_CONDS: dict[tuple[int, str], _Cond | None] = {}
+
+
+def _cond(rule: AttributeRule, siblings: dict[int, AttributeRule]) -> _Cond | None:
+    found = _CONDS.get((id(siblings), rule.condition), False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    kind, _, arg = rule.condition.partition("=")
+    cond: _Cond | None = None
+    if kind == "oneof":
+        cond = _Cond("oneof", tuple(dj.key(r.tag) for r in siblings.values() if r.condition == rule.condition))
+    elif kind == "when":
+        up = len(arg) - len(arg.lstrip("^"))
+        tag_text, _, value = arg.lstrip("^").partition(":")
+        cond = _Cond("when", key=dj.key(int(tag_text.strip("()").replace(",", ""), 16)), value=value, up=up)
+    elif kind == "with":
+        cond = _Cond("with", (dj.key(int(arg.strip("()").replace(",", ""), 16)),))
+    _CONDS[(id(siblings), rule.condition)] = cond
+    return cond
 
 
 def _holds(rule: AttributeRule, ds: dj.Dataset, siblings: dict[int, AttributeRule],
            ancestors: tuple[dj.Dataset, ...] = ()) -> bool | None:
     """Whether a conditional requirement applies: True/False, None if undecidable.
     ``ancestors`` are the enclosing items, innermost first (for ``when=^T:V``)."""
-    kind, _, arg = rule.condition.partition("=")
-    if kind == "oneof":
+    cond = _cond(rule, siblings)
+    if cond is None:
+        return None
+    if cond.kind == "oneof":
         # "one of them shall be present" means present with a value (an empty Code Value
         # is no code value: PS3.3 Table 8.8-1)
-        group = [r.tag for r in siblings.values() if r.condition == rule.condition]
-        return not any(dj.has_value(ds.get(dj.key(t))) for t in group)
-    if kind == "when":
-        up = len(arg) - len(arg.lstrip("^"))
-        tag_text, _, value = arg.lstrip("^").partition(":")
-        tag = int(tag_text.strip("()").replace(",", ""), 16)
-        if up:
-            if len(ancestors) < up:
+        return not any(dj.has_value(ds.get(k)) for k in cond.keys)
+    if cond.kind == "when":
+        if cond.up:
+            if len(ancestors) < cond.up:
                 return None
-            ds = ancestors[up - 1]
-        return dj.first(ds, tag) == value
-    if kind == "with":
-        tag = int(arg.strip("()").replace(",", ""), 16)
-        return dj.has_value(ds.get(dj.key(tag)))
-    return None
+            ds = ancestors[cond.up - 1]
+        el = ds.get(cond.key)
+        v = el.get("Value") if isinstance(el, dict) else None
+        return bool(v) and isinstance(v, list) and v[0] == cond.value
+    return dj.has_value(ds.get(cond.keys[0]))
 
 
-def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode, path: str,
+def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode, path: PathT,
                         out: Outcome, parent_added: bool = False, ancestors: tuple[dj.Dataset, ...] = ()) -> None:
     reported_groups: set[str] = set()
+    groups: dict[str, bool | None] = {}  # a oneof group is decided once per item
+    create = mode == "create"
     for tag, rule in rules.items():
-        usage = rule.create if mode == "create" else rule.set
+        usage = rule.create if create else rule.set
         t = usage.scu
-        k = dj.key(tag)
-        here = f"{path}{format_tag(tag)}"
+        k = rule.key
         el = ds.get(k)
         present = el is not None
         if t == "NA":
             if present:
-                why = ("is not allowed in N-CREATE" if mode == "create"
-                       else "may not be changed by Update (N-SET)")
-                out.problems.append(Problem(here, f"{rule.name} {why}", "0105"))
+                why = "is not allowed in N-CREATE" if create else "may not be changed by Update (N-SET)"
+                out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} {why}", "0105"))
+            continue
+        if t in ("3", "-", "2C") and not present:
             continue
         # PS3.4 Table CC.2.5-2b prints N-SET 1/1 for the value attributes of a content item
         # (DateTime, Date, ... Numeric Value), but each row's remark keeps "Required if Value
         # Type (0040,A040) is ...": an item carries the one value its Value Type names.
         conditional = t == "1C" or (t == "1" and rule.condition.startswith("when="))
-        required = (t == "1" and not conditional) or (conditional and _holds(rule, ds, rules, ancestors) is True)
+        if conditional:
+            holds = groups.get(rule.condition, ...)
+            if holds is ...:
+                holds = _holds(rule, ds, rules, ancestors)
+                if rule.condition.startswith("oneof"):
+                    groups[rule.condition] = holds
+            required = holds is True
+        else:
+            required = t == "1"
         if required and not dj.has_value(el):
             if rule.condition.startswith("oneof"):
                 if rule.condition in reported_groups:
@@ -173,40 +268,44 @@ def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: M
                 group = [r for r in rules.values() if r.condition == rule.condition]
                 names = ", ".join(r.name for r in group)
                 sent_empty = [format_tag(r.tag) for r in group if dj.key(r.tag) in ds]
-                out.problems.append(Problem(path or "dataset", f"one of {names} is required"
+                out.problems.append(Problem(format_path(path) or "dataset", f"one of {names} is required"
                                             + (f" ({', '.join(sent_empty)} sent without a value)" if sent_empty else ""),
                                             "0121" if sent_empty else "0120"))
             else:
-                out.problems.append(Problem(here, f"{rule.name} is required (type 1)" if not present
+                out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} is required (type 1)" if not present
                                             else f"{rule.name} must have a value (type 1)",
                                             "0120" if not present else "0121"))
             continue
-        if mode == "set" and present and usage.scp == "1" and not dj.has_value(el):
-            out.problems.append(Problem(here, f"{rule.name} cannot be emptied: the SCP must keep a value", "0121"))
+        if not create and present and usage.scp == "1" and not dj.has_value(el):
+            out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} cannot be emptied: the SCP must keep a value", "0121"))
             continue
-        if t == "2" and not present and mode == "create" and not parent_added:
+        if t == "2" and not present and create and not parent_added:
             ds[k] = dj.element(rule.vrs[0])
-            out.added.append(here)
+            out.added.append(format_path(path + (tag,)))
             continue
-        if present and rule.is_sequence and isinstance(el, dict) and isinstance(el.get("Value"), list):
-            children = rule.children
-            if mode == "create" and children and all(c.create.not_allowed for c in children.values()):
-                if el["Value"]:
-                    out.problems.append(Problem(here, f"{rule.name} must be created empty", "0105"))
+        if present and rule.is_sequence and isinstance(el, dict):
+            values = el.get("Value")
+            if not isinstance(values, list):
                 continue
-            for n, item in enumerate(el["Value"]):
-                if isinstance(item, dict) and children:
-                    _check_requirements(item, children, mode, f"{here}[{n}]", out, ancestors=(ds, *ancestors))
+            children = rule.children
+            if create and children and rule.created_empty:
+                if values:
+                    out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} must be created empty", "0105"))
+                continue
+            if children:
+                for n, item in enumerate(values):
+                    if isinstance(item, dict):
+                        _check_requirements(item, children, mode, path + (tag, -1 - n), out, ancestors=(ds, *ancestors))
 
 
 def check(ds: dj.Dataset, mode: Mode) -> Outcome:
     """Check a dataset for N-CREATE or N-SET. Adds the empty type-2 elements an N-CREATE
     lacks (the SCP's coercion, reported in ``added``) and reports every problem found."""
     out = Outcome()
-    _check_structure(ds, "", out.problems)
+    check_structure(ds, out.problems)
     if out.problems:
         return out
-    _check_requirements(ds, ups_attributes(), mode, "", out)
+    _check_requirements(ds, ups_attributes(), mode, (), out)
     return out
 
 

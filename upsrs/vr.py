@@ -7,6 +7,7 @@ hold, or a parser. The checker returns a message naming what is wrong, or None.
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 import re
 from dataclasses import dataclass
@@ -162,3 +163,16 @@ def check_inline_binary(text: Any) -> str | None:
     except (binascii.Error, ValueError):
         return "InlineBinary is not valid base64"
     return None
+
+
+@functools.cache
+def checker(vr: str) -> Callable[[Any], str | None]:
+    """``check_value`` bound to one VR, with a fast path for the common case of a string
+    value of a string VR (the validation engine calls it for every value of a dataset)."""
+    if vr in STRING_RULES and vr not in ("DS", "IS"):
+        def check_str(value: Any) -> str | None:
+            if type(value) is str:
+                return check_string(vr, value)
+            return check_value(vr, value)
+        return check_str
+    return lambda value: check_value(vr, value)
