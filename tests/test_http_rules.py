@@ -90,3 +90,12 @@ def test_search_serves_workitems_stored_without_a_projection(redis_proc: RedisPr
             assert c.get("/workitems", params={"PatientID": "OLD-1"}).json() == fresh
     finally:
         srv.stop()
+
+
+def test_a_huge_refused_value_gets_a_short_warning_and_the_whole_story_in_the_body(client: httpx.Client) -> None:
+    ds = workitem()
+    ds["00741200"] = {"vr": "CS", "Value": ["X" * 200_000]}
+    r = client.post("/workitems", content=orjson.dumps(ds))
+    assert r.status_code == 400
+    assert all(len(w) <= 1100 for w in r.headers.get_list("warning"))
+    assert "(0074,1200)" in r.headers["warning"] and "200000 characters" in r.text

@@ -23,13 +23,16 @@ def _warning_texts(transaction: str, code: str, detail: str) -> tuple[int, list[
     return found.http, texts
 
 
+MAX_WARNING_TEXT = 1000  # a quoted value can be huge; the text/plain body has it whole
+
+
 def header_safe(text: str) -> str:
     """Header values are visible ASCII (RFC 9110 5.5): a rejected value quoted in a message
     may hold control or non-ASCII characters, so those are escaped (\\x08, \\u0417); the
     text/plain body keeps them as sent."""
-    if text.isascii() and text.isprintable():
-        return text
-    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
+    if not (text.isascii() and text.isprintable()):
+        text = "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
+    return text if len(text) <= MAX_WARNING_TEXT else text[:MAX_WARNING_TEXT - 3] + "..."
 
 
 def _headers(service: str, texts: list[str]) -> list[tuple[str, str]]:

@@ -52,7 +52,7 @@ class SubscriptionService:
             filtered = FilteredSub(lock, tuple(filter_pairs), tuple(matchers))
             reports = await self.subs.apply_global(aet, event, existing, None, filtered=filtered, only=matching)
         else:
-            rec = await self.workitems._read("subscribe", target)
+            rec = await self.workitems.read("subscribe", target)
             step = await self.subs.subscribe_workitem(aet, target, rec.seq, lock)
             reports = [target] if step.report else []
         await self.cursors.start_if_unset(aet)
@@ -65,7 +65,7 @@ class SubscriptionService:
             await self.subs.apply_global(aet, "global-unsubscribe", await self.store.all_with_seq(), None)
             await self.subs.remove_filtered(aet)
         else:
-            rec = await self.workitems._read("unsubscribe", target)
+            rec = await self.workitems.read("unsubscribe", target)
             await self.subs.unsubscribe_workitem(aet, target, rec.seq)
         return Reply("unsubscribe", uid=target)
 

@@ -102,7 +102,8 @@ class WorkitemService:
     def _now(self) -> str:
         return datetimes.dt_now(self.tz)
 
-    async def _read(self, transaction: str, uid: str) -> Record:
+    async def read(self, transaction: str, uid: str) -> Record:
+        """The stored workitem, or the 404 / 410 failure for ``transaction``."""
         rec = await self.store.get(uid)
         if rec is None:
             if await self.store.was_purged(uid):
@@ -127,7 +128,7 @@ class WorkitemService:
         """Read, decide (``plan``), commit; again if another request committed in between.
         ``plan`` returns the change to make, or a Reply when nothing is to be written."""
         for _ in range(MAX_ATTEMPTS):
-            rec = await self._read(transaction, uid)
+            rec = await self.read(transaction, uid)
             planned = plan(rec)
             if isinstance(planned, Reply):
                 return planned
@@ -142,7 +143,7 @@ class WorkitemService:
     @staticmethod
     def _check_payload_elements(transaction: str, ds: dj.Dataset) -> None:
         problems: list[Problem] = []
-        validation._check_structure(ds, "", problems)
+        validation.check_structure(ds, problems)
         if problems:
             raise _dataset_error(transaction, problems)
 
@@ -203,7 +204,7 @@ class WorkitemService:
     async def retrieve(self, uid: str) -> Reply:
         doc = await self.store.get_doc(uid)
         if doc is None:
-            await self._read("retrieve", uid)  # raises 404 or 410
+            await self.read("retrieve", uid)  # raises 404 or 410
         return Reply("retrieve", body=b"[" + doc + b"]", uid=uid)  # type: ignore[operator]
 
     # ---------------------------------------------------------------- update
@@ -305,7 +306,7 @@ class WorkitemService:
     async def request_cancel(self, uid: str, ds: dj.Dataset, requester: str) -> Reply:
         self._check_payload_elements("cancelrequest", ds)
         request = {dj.key(t): ds[dj.key(t)] for t in CANCEL_REQUEST_TAGS if dj.key(t) in ds}
-        rec = await self._read("cancelrequest", uid)
+        rec = await self.read("cancelrequest", uid)
         if rec.state == states.IN_PROGRESS and not await self.subs.subscribers(uid, rec.seq):
             # Nobody would hear a Cancel Requested event (spec digest sec. 7 row 6).
             raise UpsFailure("cancelrequest", "C312", f"no AE is subscribed to Workitem {uid}")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+from urllib.parse import quote
 
 import httpx
 import orjson
 
 from upsrs import dicomjson as dj
-from upsrs.uids import new_uid
+from upsrs.uids import FILTERED_GLOBAL_SUBSCRIPTION, GLOBAL_SUBSCRIPTION, new_uid
 
 DICOM_JSON = "application/dicom+json"
 _WARNING = re.compile(r'^\s*\d{3}\s+\S+:\s?(.*)$')
@@ -202,10 +203,6 @@ class UpsClient:
                         filter: Mapping[str, str] | Sequence[tuple[str, str]] | None = None) -> str:
         """Subscribe ``aet`` to a workitem, or (target None) to the worklist — filtered when
         ``filter`` is given. Returns the event channel's WebSocket URL."""
-        from urllib.parse import quote
-
-        from upsrs.uids import FILTERED_GLOBAL_SUBSCRIPTION, GLOBAL_SUBSCRIPTION
-
         params: list[tuple[str, str]] = [("deletionlock", "true" if deletion_lock else "false")]
         if target is None:
             target = FILTERED_GLOBAL_SUBSCRIPTION if filter else GLOBAL_SUBSCRIPTION
@@ -218,15 +215,11 @@ class UpsClient:
         return resp.headers.get("content-location") or resp.headers.get("location") or ""
 
     async def unsubscribe(self, aet: str, target: str | None = None) -> Done:
-        from upsrs.uids import GLOBAL_SUBSCRIPTION
-
         resp = await self._send("unsubscribe", "DELETE",
                                 f"{self.workitem_url(target or GLOBAL_SUBSCRIPTION)}/subscribers/{aet}", ok=(200,))
         return Done(resp.status_code, warning_texts(resp))
 
     async def suspend(self, aet: str, filtered: bool = False) -> Done:
-        from upsrs.uids import FILTERED_GLOBAL_SUBSCRIPTION, GLOBAL_SUBSCRIPTION
-
         target = FILTERED_GLOBAL_SUBSCRIPTION if filtered else GLOBAL_SUBSCRIPTION
         resp = await self._send("suspend", "POST", f"{self.workitem_url(target)}/subscribers/{aet}/suspend", ok=(200,))
         return Done(resp.status_code, warning_texts(resp))

@@ -122,30 +122,25 @@ def _check_element(info: _KeyInfo, el: Any, problems: list[Problem], where: Any)
                 problems.append(Problem(f"{where()}[{n}]", "a sequence item must be an object"))
         return
     check = vrs.checker(vr)
+    valid = True
     for n, v in enumerate(values):
         msg = check(v)
         if msg:
+            valid = False
             problems.append(Problem(where() if len(values) == 1 else f"{where()}[{n}]", msg))
     allowed_values = info.enum
-    if allowed_values:
+    if allowed_values and valid:  # a value its VR already refuses needs no second message
         for v in values:
             # an empty value is not a wrong one: whether it may be empty is its type's question
             if isinstance(v, str) and v.strip() and v.rstrip() not in allowed_values:
-                problems.append(Problem(where(), f"{v!r} is not one of {', '.join(sorted(allowed_values))}"))
+                shown = v if len(v) <= 64 else v[:61] + "..."
+                problems.append(Problem(where(), f"{shown!r} is not one of {', '.join(sorted(allowed_values))}"))
 
 
 # Deepest sequence nesting accepted. Table CC.2.5-3 nests 4 levels; a dataset nested much
 # deeper cannot even be serialised again (orjson stops at 255 JSON levels, 3 per sequence
 # level), so it is refused here rather than failing when the workitem is stored.
 MAX_SEQUENCE_DEPTH = 32
-
-
-def _check_structure(ds: Any, path: str | PathT, problems: list[Problem], depth: int = 0) -> None:
-    if isinstance(path, str):  # the public form: a path prefix string
-        prefix = path
-        _structure(ds, (), problems, depth, prefix)
-    else:
-        _structure(ds, path, problems, depth, "")
 
 
 def check_structure(ds: Any, problems: list[Problem]) -> None:
