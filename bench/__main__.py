@@ -1,8 +1,9 @@
-"""``python -m bench``: every benchmark in one run (about 6½ minutes on 2 cores).
+"""``python -m bench``: every benchmark in one run (about 8 minutes on 2 cores).
 
-    python -m bench                        # lifecycle, then search + memory on one 100k load
+    python -m bench                        # lifecycle, search + memory on one 100k load, events
     python -m bench --only lifecycle       # one benchmark (repeatable: --only search --only memory)
-    python -m bench --quick                # smoke run with small sizes (~1½ minutes)
+    python -m bench --only events          # event lag (1/100/1,000 subscribers) and recovery
+    python -m bench --quick                # smoke run with small sizes (~2½ minutes)
     python -m bench --json out.json --markdown out.md
     python -m bench --only lifecycle --profile /tmp/prof   # py-spy the server per phase (pip install py-spy)
 
@@ -48,7 +49,7 @@ def _profile_hook(out_dir: Path):  # type: ignore[no-untyped-def]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", action="append", choices=["lifecycle", "search", "memory"],
+    ap.add_argument("--only", action="append", choices=["lifecycle", "search", "memory", "events"],
                     help="run only this benchmark (repeatable); default: all")
     ap.add_argument("--quick", action="store_true", help="small sizes and short phases: a smoke run")
     ap.add_argument("--duration", type=float, help="seconds per throughput phase (default 5, quick 1.5)")
@@ -57,19 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, help="stored workitems for search/memory (default 100000, quick 3000)")
     ap.add_argument("--small", type=int, help="stored workitems of the first memory point (default 1000, quick 300)")
     ap.add_argument("--queries", type=int, help="queries per search kind (default 200, quick 30)")
+    ap.add_argument("--subscribers", type=int, action="append",
+                    help="subscriber counts of the event lag benchmark (repeatable; default 1, 100, 1000; quick 1, 10, 100); "
+                         "recovery runs with the largest")
     ap.add_argument("--json", type=Path, help="write the raw results here")
     ap.add_argument("--markdown", type=Path, help="write the result tables here")
-    ap.add_argument("--profile", type=Path, help="py-spy the server during each throughput phase and search kind "
-                                                 "into this folder (collapsed stacks)")
+    ap.add_argument("--profile", type=Path, help="py-spy the server during each throughput phase, search kind, "
+                                                 "event lag phase and recovery into this folder (collapsed stacks)")
     a = ap.parse_args(argv)
-    which = set(a.only or ["lifecycle", "search", "memory"])
+    which = set(a.only or ["lifecycle", "search", "memory", "events"])
     duration = a.duration or (1.5 if a.quick else 5.0)
     size = a.size or (3000 if a.quick else 100_000)
     small = a.small or (300 if a.quick else 1000)
     per_kind = a.queries or (30 if a.quick else 200)
     mix_requests = 600 if a.quick else 3000
 
-    from bench import lifecycle, memory, search
+    from bench import events, lifecycle, memory, search
 
     info = machine()
     print(f"# aiw benchmarks {info['date']}: {info['nproc']} × {info['cpu']}, {info['mem']}, load {info['loadavg_at_start']}",
@@ -100,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             results["search"] = search.run(pool, size=size, per_kind=per_kind, connections=a.connections,
                                            profile_hook=hook, throughput_seconds=duration)
             md += ["## Search", "", search.markdown(results["search"]), ""]
+        if "events" in which:
+            print("## 4. events", flush=True)
+            counts = tuple(sorted(a.subscribers or ([1, 10, 100] if a.quick else [1, 100, 1000])))
+            kw = dict(seconds=3.0, warmup=1.0, drain=15.0,
+                      recoveries=((20.0, 4.0, 6.0, 15.0), (100.0, 4.0, 6.0, 15.0))) if a.quick else {}
+            res = events.run(pool, counts=counts, recovery_n=counts[-1], profile_hook=hook, **kw)
+            results["events"] = res
+            md += ["## Events", "", events.markdown(res), ""]
     finally:
         pool.close()
     text = "\n".join(md)
