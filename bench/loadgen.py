@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import multiprocessing as mp
 import os
 import time
 from array import array
@@ -24,6 +23,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from bench.procs import ProcessPool
 
 
 class Exhausted(Exception):
@@ -220,34 +220,14 @@ class PhaseResult:
         return self.count(kind) / self.seconds if self.seconds > 0 else 0.0
 
 
-class Pool:
+class Pool(ProcessPool):
     """Client processes kept for the whole run."""
 
     def __init__(self, processes: int):
-        ctx = mp.get_context("spawn")
-        self.pipes = []
-        self.procs = []
-        for _ in range(processes):
-            a, b = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(b,), daemon=True)
-            p.start()
-            self.pipes.append(a)
-            self.procs.append(p)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.pid]
+        super().__init__(_worker, processes)
 
     def close(self) -> None:
-        for a in self.pipes:
-            try:
-                a.send(None)
-            except OSError:
-                pass
-        for p in self.procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
+        self.stop()
 
     def run(self, name: str, host: str, port: int, scenario: str, *, connections: int, duration: float,
             warmup: float = 0.5, params: dict[str, Any] | None = None, work: list | None = None,

@@ -22,7 +22,6 @@ pipes: connect, reset, wait (until every connection holds given events), collect
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import random
 import resource
 import time
@@ -37,6 +36,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from upsrs.eventclient import EventChannel
+from bench.procs import ProcessPool
 
 Key = tuple[int, str, str]  # (Event Type ID, Affected SOP Instance UID, state or status)
 
@@ -339,22 +339,11 @@ def _worker(pipe: Any) -> None:
     asyncio.run(_serve(pipe))
 
 
-class SubPool:
+class SubPool(ProcessPool):
     """Subscriber processes kept for the whole run; connection i lives in process i % n."""
 
     def __init__(self, processes: int = 4):
-        ctx = mp.get_context("spawn")
-        self.pipes, self.procs = [], []
-        for _ in range(processes):
-            a, b = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(b,), daemon=True)
-            p.start()
-            self.pipes.append(a)
-            self.procs.append(p)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.pid]
+        super().__init__(_worker, processes)
 
     def _all(self, op: str, specs: list[dict[str, Any]] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
         for i, a in enumerate(self.pipes):
@@ -412,13 +401,3 @@ class SubPool:
     def close_all(self) -> None:
         self._all("close")
 
-    def stop(self) -> None:
-        for a in self.pipes:
-            try:
-                a.send(None)
-            except OSError:
-                pass
-        for p in self.procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()

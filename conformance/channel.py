@@ -22,7 +22,6 @@ pass, since PS3.4 orders events only within one workitem.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -79,7 +78,6 @@ FILTERING_UNSUPPORTED = frozenset({
 WAIT = 5.0  # events normally arrive in well under a second
 QUIET = 1.0  # silence awaited after a sentinel before asserting that something did not come
 
-_TAG = re.compile(r"^[0-9A-F]{8}$")
 
 
 # --- one event report ------------------------------------------------------------------------
@@ -148,22 +146,6 @@ def is_event(uid: str | None = None, type_: int | None = None, state: str | None
     return match
 
 
-def _well_formed(node: Any, path: str = "") -> None:
-    """DICOM JSON structure (PS3.18 F.2): upper-case 8-hex keys, a vr, at most one value form."""
-    assert isinstance(node, dict), f"{path or 'message'} is not a JSON object"
-    for key, attribute in node.items():
-        where = f"{path}/{key}"
-        assert _TAG.match(key), f"{where}: attribute names must be 8 upper-case hex digits (F.2.1.1)"
-        assert isinstance(attribute, dict) and isinstance(attribute.get("vr"), str), f"{where}: no vr"
-        forms = [form for form in ("Value", "BulkDataURI", "InlineBinary") if form in attribute]
-        assert len(forms) <= 1, f"{where}: more than one of Value/BulkDataURI/InlineBinary"
-        if "Value" in attribute:
-            assert isinstance(attribute["Value"], list), f"{where}: Value must be a JSON array"
-        if attribute["vr"] == "SQ":
-            for index, item in enumerate(attribute.get("Value", [])):
-                _well_formed(item, f"{where}[{index}]")
-
-
 def _us(event: Event, tag: str, name: str) -> int:
     """The single unsigned-short value of a command attribute, checked (VR US, 0..65535)."""
     assert event.vr(tag) == "US", f"{name} ({tag[:4]},{tag[4:]}) must have VR US, got {event.vr(tag)!r}: {event.text}"
@@ -184,7 +166,7 @@ def check_message(event: Event, uid: str | None = None) -> None:
     are US, Affected SOP Instance UID names the workitem, a State Report carries both
     states as CS, and no message ever carries the Transaction UID.
     """
-    _well_formed(event.ds)
+    expect.well_formed(event.ds, what="message")
     assert event.vr(AFFECTED_SOP_CLASS_UID) == "UI", f"Affected SOP Class UID must be UI: {event.text}"
     assert event.sop_class == tags.UPS_PUSH_SOP_CLASS, (
         f"Affected SOP Class UID (0000,0002) must be {tags.UPS_PUSH_SOP_CLASS} (PS3.4 CC.2.4.3): {event.text}"

@@ -154,3 +154,23 @@ def result_list(response: httpx.Response) -> list[Dataset]:
     assert isinstance(body, list), f"Search results must be a JSON array: {describe(response)}"
     assert all(isinstance(item, dict) for item in body), "every result must be a JSON object"
     return body
+
+
+_TAG = re.compile(r"^[0-9A-F]{8}$")
+
+
+def well_formed(node: Any, path: str = "", what: str = "dataset") -> None:
+    """DICOM JSON structure (PS3.18 F.2): upper-case 8-hex keys, a vr, at most one value
+    form, Value an array; recursively through sequence items."""
+    assert isinstance(node, dict), f"{path or what} is not a JSON object"
+    for key, attribute in node.items():
+        where = f"{path}/{key}"
+        assert _TAG.match(key), f"{where}: attribute names must be 8 upper-case hex digits (F.2.1.1)"
+        assert isinstance(attribute, dict) and isinstance(attribute.get("vr"), str), f"{where}: no vr"
+        forms = [form for form in ("Value", "BulkDataURI", "InlineBinary") if form in attribute]
+        assert len(forms) <= 1, f"{where}: more than one of Value/BulkDataURI/InlineBinary"
+        if "Value" in attribute:
+            assert isinstance(attribute["Value"], list), f"{where}: Value must be a JSON array"
+        if attribute["vr"] == "SQ":
+            for index, item in enumerate(attribute.get("Value", [])):
+                well_formed(item, f"{where}[{index}]", what)

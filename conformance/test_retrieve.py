@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
 
 import pytest
 
@@ -11,23 +9,6 @@ from . import expect, tags
 from .api import Ups
 from .dicomjson import contains_tag, first, items, new_uid, pn_text
 from .workitem import new_workitem
-
-_TAG = re.compile(r"^[0-9A-F]{8}$")
-
-
-def _well_formed(node: Any, path: str = "") -> None:
-    """Check DICOM JSON structure (F.2): upper-case 8-hex keys, a vr, at most one value form."""
-    assert isinstance(node, dict), f"{path or 'dataset'} is not a JSON object"
-    for key, attribute in node.items():
-        where = f"{path}/{key}"
-        assert _TAG.match(key), f"{where}: attribute names must be 8 upper-case hex digits (F.2.1.1)"
-        assert isinstance(attribute, dict) and isinstance(attribute.get("vr"), str), f"{where}: no vr"
-        forms = [form for form in ("Value", "BulkDataURI", "InlineBinary") if form in attribute]
-        assert len(forms) <= 1, f"{where}: more than one of Value/BulkDataURI/InlineBinary"
-        if attribute["vr"] == "SQ":
-            for index, item in enumerate(attribute.get("Value", [])):
-                _well_formed(item, f"{where}[{index}]")
-
 
 def test_retrieve_returns_the_workitem(ups: Ups) -> None:
     """200 with an application/dicom+json dataset that is the stored workitem."""
@@ -37,7 +18,7 @@ def test_retrieve_returns_the_workitem(ups: Ups) -> None:
     expect.status(response, 200)
     expect.dicom_json_media_type(response)
     ds = expect.single_dataset(response)
-    _well_formed(ds)
+    expect.well_formed(ds)
     assert first(ds, tags.SOP_INSTANCE_UID) == uid
     assert first(ds, tags.SOP_CLASS_UID) == tags.UPS_PUSH_SOP_CLASS
     assert first(ds, tags.PRIORITY) == "HIGH"

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import websockets
 
-from tests.factory import state, workitem
+from tests.factory import workitem
 from tests.listen import Collector
 from tests.proxy import StallingProxy
 from tests.servers import RedisProcess, free_port, start_server

@@ -7,7 +7,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.factory import code, performed, progress, sq, state, v, workitem
+from tests.factory import code, performed, progress, sq, v, workitem
 from tests.listen import Collector
 from upsrs.client import UpsClient
 from upsrs.uids import new_uid
@@ -41,7 +41,7 @@ async def test_workitem_subscription_initial_report_and_every_change(redis_serve
             got = c.of(uid)
             assert [e.type for e in got] == [1, 1, 5, 1, 3, 2, 1]
             assert got[1].readiness == "READY" and got[3].state == "IN PROGRESS" and got[6].state == "COMPLETED"
-            assert got[2].value(0x00404025)["Value"] if False else got[2].dataset["00404025"]["Value"][0]["00080100"]["Value"] == ["NODE-2"]
+            assert got[2].dataset["00404025"]["Value"][0]["00080100"]["Value"] == ["NODE-2"]
             assert got[4].progress == "55"
             assert got[5].requesting_ae == "RIS_AE" and got[5].value(0x0074100A) == "mailto:ris@example.org"
             ids = [e.message_id for e in got]
@@ -104,7 +104,7 @@ async def test_filtered_subscription_both_syntaxes(redis_server_url: str, syntax
             after = (await ups.create(workitem(worklist=label))).uid
             late = (await ups.create(workitem(worklist="ELSEWHERE"))).uid
             await c.wait(lambda: c.kinds(after)[:1] == [(1, "SCHEDULED")], what="new matching workitem")
-            tuid = await ups.claim(after)
+            await ups.claim(after)
             await c.wait(lambda: (1, "IN PROGRESS") in c.kinds(after), what="its claim")
             await c.quiet()
             assert c.of(other) == [] and c.of(late) == []
@@ -155,7 +155,6 @@ async def test_unsubscribe_workitem_and_global(redis_server_url: str) -> None:
             assert (1, "IN PROGRESS") not in c.kinds(a)
             await ups.unsubscribe(me)  # globally: everything ends
             x = (await ups.create(workitem())).uid
-            tuid_b = None
             await c.quiet()
             assert c.of(x) == []
 

@@ -7,7 +7,7 @@ import time
 import httpx
 import orjson
 
-from tests.factory import state, workitem
+from tests.factory import workitem
 from tests.servers import RedisProcess, start_server, wait_until
 
 
