@@ -37,29 +37,29 @@ async def channel(websocket: WebSocket) -> None:
     fanout = websocket.app.state.fanout
     await websocket.accept()
     conn = Connection(aet.strip(), websocket.send_text, fanout.queue_max)
-    writer = asyncio.create_task(conn.writer())
     attach = asyncio.create_task(fanout.attach(conn))
     receiver = asyncio.create_task(websocket.receive())
     watch = asyncio.create_task(conn.closed.wait())
     reason = "closed by client"
     try:
-        done, _ = await asyncio.wait({receiver, writer, watch}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({receiver, watch}, return_when=asyncio.FIRST_COMPLETED)
         if receiver in done:
             msg = receiver.result()
             if msg["type"] != "websocket.disconnect":
                 reason = "client sent data on an event channel"
                 await websocket.close(code=POLICY_VIOLATION, reason="this channel carries no client messages")
-        elif watch in done:
+        elif conn.overflow:
             reason = "too slow: queue overflow"
             await websocket.close(code=TRY_AGAIN_LATER, reason="event queue overflow; reconnect to replay")
-        elif writer in done:
-            reason = f"send failed: {writer.exception()!r}"
+        else:
+            reason = f"send failed: {conn.failure!r}"
     except (WebSocketDisconnect, RuntimeError, OSError) as exc:
         reason = repr(exc)
     finally:
-        for task in (writer, attach, receiver, watch):
+        conn.stop()
+        for task in (attach, receiver, watch):
             task.cancel()
-        for task in (writer, attach, receiver, watch):
+        for task in (attach, receiver, watch):
             with contextlib.suppress(BaseException):
                 await task
         fanout.detach(conn)

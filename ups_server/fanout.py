@@ -53,51 +53,102 @@ class Entry:
                    fields[b"body"], fields.get(b"to", b"").decode())
 
 
+async def _resume(coro: Any, awaiting: Any) -> None:
+    """Finish a coroutine that was started by hand and suspended on ``awaiting`` (what it
+    yielded): what an asyncio Task would do with it from there."""
+    while True:
+        error: BaseException | None = None
+        try:
+            if awaiting is None:
+                await asyncio.sleep(0)  # a bare yield: give the loop one turn
+            else:
+                await awaiting
+        except BaseException as exc:  # hand it to the coroutine, as a Task would
+            error = exc
+        try:
+            awaiting = coro.throw(error) if error is not None else coro.send(None)
+        except StopIteration:
+            return
+
+
 @dataclass(eq=False)
 class Connection:
-    """One WebSocket of one subscriber AE, with its own queue so a slow client delays
+    """One WebSocket of one subscriber AE.
+
+    A send is started eagerly, in the dispatcher: uvicorn's send returns without suspending
+    unless the client's transport is paused (its buffer is full), so most events cost no
+    task switch at all — as with a plain broadcast. A send that does suspend is finished by
+    this connection's drain task, and later events queue behind it, so a slow client delays
     nobody else."""
 
     aet: str
     send: Send
     queue_max: int
     opened: float = field(default_factory=time.monotonic)
-    pending: deque[tuple[str, str, str]] = field(default_factory=deque)  # (id, prev id, text) to send
+    pending: deque[tuple[str, str, str]] = field(default_factory=deque)  # (id, prev id, text); [0] may be in flight
     unconfirmed: deque[tuple[str, str, float]] = field(default_factory=deque)  # sent, not yet confirmed
     buffering: bool = True  # while replaying, live events wait in ``buffer``
     buffer: list[tuple[str, str, str]] = field(default_factory=list)
     last_id: tuple[int, int] = (0, 0)
     overflow: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: BaseException | None = None
+    drainer: asyncio.Future | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def enqueue(self, sid: str, prev: str, text: str) -> None:
-        if parse_id(sid) <= self.last_id:
+    def enqueue(self, sid: str, prev: str, text: str, pid: tuple[int, int] | None = None) -> None:
+        pid = pid or parse_id(sid)
+        if pid <= self.last_id or self.closed.is_set():
             return
         if len(self.pending) >= self.queue_max:
             self.overflow = True  # too slow: drop the connection; it replays on reconnect
             self.closed.set()
             return
-        self.last_id = parse_id(sid)
-        self.pending.append((sid, prev, text))
-        self.wake.set()
+        self.last_id = pid
+        if self.drainer is not None or self.pending:
+            self.pending.append((sid, prev, text))
+            return
+        coro = self.send(text)
+        try:
+            awaiting = coro.send(None)
+        except StopIteration:
+            self.unconfirmed.append((sid, prev, time.monotonic()))
+            return
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        self.pending.append((sid, prev, text))  # in flight: visible to confirm()
+        self.drainer = asyncio.ensure_future(self._drain(coro, awaiting))
 
-    def offer(self, sid: str, prev: str, text: str) -> None:
+    def offer(self, sid: str, prev: str, text: str, pid: tuple[int, int] | None = None) -> None:
         if self.buffering:
             self.buffer.append((sid, prev, text))
         else:
-            self.enqueue(sid, prev, text)
+            self.enqueue(sid, prev, text, pid)
 
-    async def writer(self) -> None:
-        while True:
-            if not self.pending:
-                self.wake.clear()
-                await self.wake.wait()
-                continue
-            sid, prev, text = self.pending[0]  # stays visible to confirm() while in flight
-            await self.send(text)
-            self.pending.popleft()
+    async def _drain(self, coro: Any, awaiting: Any) -> None:
+        try:
+            await _resume(coro, awaiting)
+            sid, prev, _ = self.pending.popleft()
             self.unconfirmed.append((sid, prev, time.monotonic()))
+            while self.pending:
+                sid, prev, text = self.pending[0]
+                await self.send(text)
+                self.pending.popleft()
+                self.unconfirmed.append((sid, prev, time.monotonic()))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self.drainer = None
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failure = exc
+        self.closed.set()
+
+    def stop(self) -> None:
+        if self.drainer is not None:
+            self.drainer.cancel()
 
     def oldest_unsent_prev(self) -> str | None:
         if self.unconfirmed:
@@ -181,9 +232,10 @@ class Fanout:
             if not aets:
                 continue
             text = self.render(e)
+            pid = parse_id(e.id)
             for aet in aets:
-                for conn in self.conns.get(aet, ()):
-                    conn.offer(e.id, e.prev, text)
+                for conn in tuple(self.conns.get(aet, ())):
+                    conn.offer(e.id, e.prev, text, pid)
                     self.delivered += 1
 
     # ------------------------------------------------------------ connections
