@@ -35,7 +35,8 @@ async def test_eager_sends_complete_without_a_task() -> None:
     for i in range(1, 4):
         conn.offer(f"{i}-0", f"{i - 1}-0", f"m{i}")
     assert c.got == ["m1", "m2", "m3"] and conn.drainer is None and not conn.pending
-    assert [u[0] for u in conn.unconfirmed] == ["1-0", "2-0", "3-0"]
+    # sends this close together share one confirmation entry: the last id, the first prev
+    assert [(u[0], u[1]) for u in conn.unconfirmed] == [("3-0", "0-0")]
 
 
 async def test_a_waiting_send_keeps_order_and_the_rest_queue_behind_it() -> None:

@@ -71,6 +71,9 @@ async def _resume(coro: Any, awaiting: Any) -> None:
             return
 
 
+CHECKPOINT = 0.25  # seconds of sends one confirmation entry covers
+
+
 @dataclass(eq=False)
 class Connection:
     """One WebSocket of one subscriber AE.
@@ -86,7 +89,9 @@ class Connection:
     queue_max: int
     opened: float = field(default_factory=time.monotonic)
     pending: deque[tuple[str, str, str]] = field(default_factory=deque)  # (id, prev id, text); [0] may be in flight
-    unconfirmed: deque[tuple[str, str, float]] = field(default_factory=deque)  # sent, not yet confirmed
+    # sent, not yet confirmed: (last id, prev id of the first, time of the last send) per
+    # CHECKPOINT seconds, so confirm() handles a few entries a second, not one per event
+    unconfirmed: deque[tuple[str, str, float]] = field(default_factory=deque)
     buffering: bool = True  # while replaying, live events wait in ``buffer``
     buffer: list[tuple[str, str, str]] = field(default_factory=list)
     last_id: tuple[int, int] = (0, 0)
@@ -111,7 +116,7 @@ class Connection:
         try:
             awaiting = coro.send(None)
         except StopIteration:
-            self.unconfirmed.append((sid, prev, time.monotonic()))
+            self._sent(sid, prev)
             return
         except BaseException as exc:
             self._fail(exc)
@@ -129,18 +134,28 @@ class Connection:
         try:
             await _resume(coro, awaiting)
             sid, prev, _ = self.pending.popleft()
-            self.unconfirmed.append((sid, prev, time.monotonic()))
+            self._sent(sid, prev)
             while self.pending:
                 sid, prev, text = self.pending[0]
                 await self.send(text)
                 self.pending.popleft()
-                self.unconfirmed.append((sid, prev, time.monotonic()))
+                self._sent(sid, prev)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._fail(exc)
         finally:
             self.drainer = None
+
+    def _sent(self, sid: str, prev: str) -> None:
+        """Record a send. Sends within CHECKPOINT seconds share one entry that carries the
+        time of its latest send, so confirming the entry is safe for all of them."""
+        now = time.monotonic()
+        u = self.unconfirmed
+        if u and now - u[-1][2] < CHECKPOINT:
+            u[-1] = (sid, u[-1][1], now)
+        else:
+            u.append((sid, prev, now))
 
     def _fail(self, exc: BaseException) -> None:
         self.failure = exc
