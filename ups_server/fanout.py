@@ -16,6 +16,7 @@ ordered.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -171,6 +172,60 @@ class Connection:
         return self.pending[0][1] if self.pending else None
 
 
+class ReplayCache:
+    """The recent stream range replays are served from, shared by this replica's
+    reconnecting AEs — after a restart all of them — so each event is read, its
+    workitem's subscription records looked up, and its message rendered once, not once
+    per subscriber. Each use extends the range to the stream's end (a small read); a cursor
+    older than the range re-reads it from there."""
+
+    def __init__(self, redis: Redis, events_key: str, subs: Subscriptions, max_events: int):
+        self.redis, self.events_key, self.subs, self.max_events = redis, events_key, subs, max_events
+        self.lo: tuple[int, int] | None = None  # the range covers (lo, last entry]
+        self.entries: list[Entry] = []
+        self.ids: list[tuple[int, int]] = []
+        self.explicit: dict[str, dict[str, str]] = {}
+        self.rendered: dict[str, str] = {}
+        self.lock = asyncio.Lock()
+
+    async def _read(self, after: tuple[int, int], upto: tuple[int, int] | None = None) -> list[Entry]:
+        end = "+" if upto is None else f"{upto[0]}-{upto[1]}"
+        raw = await self.redis.xrange(self.events_key, f"({after[0]}-{after[1]}", end, count=self.max_events * 2)
+        prev = f"{after[0]}-{after[1]}"
+        out = []
+        for sid, fields in raw:
+            out.append(Entry.parse(sid, fields, prev))
+            prev = out[-1].id
+        return out
+
+    async def since(self, start: tuple[int, int]) -> list[Entry]:
+        async with self.lock:
+            if self.lo is None:
+                self.lo = start
+            elif start < self.lo:  # an older cursor: read just the gap in front of the range
+                older = await self._read(start, self.lo)
+                self.explicit.update(await self.subs.explicit_many(e.uid for e in older if not e.to))
+                self.entries[:0] = older
+                self.ids[:0] = [parse_id(e.id) for e in older]
+                self.lo = start
+            newer = await self._read(self.ids[-1] if self.ids else self.lo)
+            if newer:
+                self.explicit.update(await self.subs.explicit_many(e.uid for e in newer if not e.to))
+                self.entries += newer
+                self.ids += [parse_id(e.id) for e in newer]
+                if len(self.entries) > 4 * self.max_events:  # keep the range bounded
+                    cut = len(self.entries) - 2 * self.max_events
+                    self.lo = self.ids[cut - 1]
+                    del self.entries[:cut], self.ids[:cut]
+            return self.entries[bisect.bisect_right(self.ids, start):]
+
+    def text(self, e: Entry, render: Callable[[Entry], str]) -> str:
+        found = self.rendered.get(e.id)
+        if found is None:
+            found = self.rendered[e.id] = render(e)
+        return found
+
+
 class Fanout:
     def __init__(self, redis: Redis, events_key: str, subs: Subscriptions, cursors: Cursors, *,
                  confirm_after: float, replay_max_events: int, replay_max_age: float, queue_max: int):
@@ -187,6 +242,7 @@ class Fanout:
         self.position = "0-0"
         self.positions: deque[tuple[float, str]] = deque(maxlen=4096)  # (time, reader position)
         self.delivered = 0
+        self.replays = ReplayCache(redis, events_key, subs, replay_max_events)
 
     # ------------------------------------------------------------ messages
     def render(self, e: Entry) -> str:
@@ -272,19 +328,24 @@ class Fanout:
             cursor = await self.cursors.get(conn.aet) or "0-0"
         floor_ms = int((time.time() - self.replay_max_age) * 1000)
         start = max(parse_id(cursor), (floor_ms, 0))
-        raw = await self.redis.xrevrange(self.events_key, "+", f"({start[0]}-{start[1]}", count=self.replay_max_events)
-        raw.reverse()
         conn.last_id = start
-        if not raw:
+        entries = await self.replays.since(start)
+        if not entries:
             return
-        prev = f"{start[0]}-{start[1]}"
-        entries = []
-        for sid, fields in raw:
-            entries.append(Entry.parse(sid, fields, prev))
-            prev = entries[-1].id
-        for e, aets in zip(entries, await self.recipients(entries, only=conn.aet)):
-            if aets:
-                conn.enqueue(e.id, e.prev, self.render(e))
+        entries = entries[-self.replay_max_events:]
+        globals_, _ = await self.subs.global_records()
+        anysub: bool | None = None
+        for e in entries:
+            if e.to == "*":
+                if anysub is None:
+                    anysub = await self.subs.has_any(conn.aet)
+                wanted = anysub
+            elif e.to:
+                wanted = e.to == conn.aet
+            else:
+                wanted = effective(conn.aet, self.replays.explicit.get(e.uid, {}), globals_, e.seq) != table.NONE
+            if wanted:
+                conn.enqueue(e.id, e.prev, self.replays.text(e, self.render))
         conn.last_id = max(conn.last_id, parse_id(entries[-1].id))
         log.info("replayed", aet=conn.aet, events=len(entries), since=cursor)
 
