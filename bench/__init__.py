@@ -20,9 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 
-from tests.servers import REPO, RedisProcess, ServerProcess, free_port, start_redis, start_server, wait_until
+from tests.servers import REPO, RedisProcess, ServerProcess, free_port, start_redis, start_server, wait_healthy
 
 # Production logging: JSON lines at info, one per request, to a file (start_server points
 # the server's stdout there).
@@ -54,13 +53,7 @@ def start_bare(redis_url: str, log_dir: Path) -> BareProcess:
     proc = subprocess.Popen([sys.executable, "-m", "bench.bare_app", "--port", str(port), "--redis-url", redis_url],
                             cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     b = BareProcess(port, proc)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bare app exited with {proc.returncode}; see {log_dir}")
-        return httpx.get(f"{b.url}/healthz", timeout=1).status_code == 200
-
-    wait_until(up, what=f"bare app :{port}")
+    wait_healthy(proc, b.url, f"bare app :{port}", log_dir)
     return b
 
 

@@ -114,11 +114,16 @@ def start_server(redis_url: str | None, *, port: int | None = None, prefix: str 
     proc = subprocess.Popen([sys.executable, "-m", "aiw.cli", "server", "--port", str(port)],
                             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     srv = ServerProcess(port, proc, redis_url, env, log)
+    wait_healthy(proc, srv.url, f"aiw server :{port}", log)
+    return srv
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, what: str, log: Path) -> None:
+    """Until ``url``/healthz answers 200; a process that exits first is an error."""
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"aiw server exited with {proc.returncode}; see {log}")
-        return httpx.get(f"{srv.url}/healthz", timeout=1).status_code == 200
+            raise RuntimeError(f"{what} exited with {proc.returncode}; see {log}")
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
 
-    wait_until(up, what=f"aiw server :{port}")
-    return srv
+    wait_until(up, what=what)

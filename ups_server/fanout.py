@@ -53,6 +53,15 @@ class Entry:
         return cls(sid, prev, fields[b"uid"].decode(), int(fields.get(b"seq", b"0")), int(fields[b"type"]),
                    fields[b"body"], fields.get(b"to", b"").decode())
 
+    @classmethod
+    def chain(cls, raw: list[Any], prev: str) -> "list[Entry]":
+        """Stream entries as read (XRANGE / XREAD), each knowing the ID before it."""
+        out = []
+        for sid, fields in raw:
+            out.append(cls.parse(sid, fields, prev))
+            prev = out[-1].id
+        return out
+
 
 async def _resume(coro: Any, awaiting: Any) -> None:
     """Finish a coroutine that was started by hand and suspended on ``awaiting`` (what it
@@ -191,12 +200,7 @@ class ReplayCache:
     async def _read(self, after: tuple[int, int], upto: tuple[int, int] | None = None) -> list[Entry]:
         end = "+" if upto is None else f"{upto[0]}-{upto[1]}"
         raw = await self.redis.xrange(self.events_key, f"({after[0]}-{after[1]}", end, count=self.max_events * 2)
-        prev = f"{after[0]}-{after[1]}"
-        out = []
-        for sid, fields in raw:
-            out.append(Entry.parse(sid, fields, prev))
-            prev = out[-1].id
-        return out
+        return Entry.chain(raw, f"{after[0]}-{after[1]}")
 
     async def since(self, start: tuple[int, int]) -> list[Entry]:
         async with self.lock:
@@ -286,12 +290,7 @@ class Fanout:
                 await asyncio.sleep(0.5)
                 continue
             if res:
-                raw = res[0][1]
-                entries = []
-                prev = self.position
-                for sid, fields in raw:
-                    entries.append(Entry.parse(sid, fields, prev))
-                    prev = entries[-1].id
+                entries = Entry.chain(res[0][1], self.position)
                 await self.dispatch(entries)
                 self.position = entries[-1].id
             self.positions.append((time.monotonic(), self.position))

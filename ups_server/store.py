@@ -140,10 +140,6 @@ class WorkitemStore:
                       maxlen=self.events_maxlen, approximate=True)
         return [i.decode() for i in await pipe.execute()]
 
-    async def last_event_id(self) -> str:
-        info = await self.redis.xrevrange(self.k_events, count=1)
-        return info[0][0].decode() if info else "0-0"
-
     async def all_with_seq(self) -> list[tuple[str, int]]:
         return [(u.decode(), int(s)) for u, s in await self.redis.zrange(self.k_all, 0, -1, withscores=True)]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import AsyncIterator, Callable
 
 from upsrs import datetimes
 from upsrs import dicomjson as dj
@@ -356,12 +356,10 @@ class WorkitemService:
             else:
                 _, uids = await self.store.candidates(keys, start_range, 0, -1)
                 total, docs = 0, []
-                for i in range(0, len(uids), 500):
-                    for d in await self.store.get_docs(uids[i:i + 500]):
-                        if d is not None and all(m.matches(dj.loads(d)) for m in residual):
-                            if query.offset <= total < query.offset + limit:
-                                docs.append(d)
-                            total += 1
+                async for _, d in self._residual_matches(uids, residual):
+                    if query.offset <= total < query.offset + limit:
+                        docs.append(d)
+                    total += 1
         return self._reply(docs, total, query)
 
     @staticmethod
@@ -404,17 +402,17 @@ class WorkitemService:
         _, uids = await self.store.candidates(keys, start_range, 0, -1)
         if not residual:
             return uids
-        out = []
+        return [uid async for uid, _ in self._residual_matches(uids, residual)]
+
+    async def _residual_matches(self, uids: list[str], residual: list[Matcher]) -> AsyncIterator[tuple[str, bytes]]:
+        """(uid, doc) of the candidates the matchers no index answered accept, in order;
+        documents are read in batches."""
         for i in range(0, len(uids), 500):
             batch = uids[i:i + 500]
             for uid, d in zip(batch, await self.store.get_docs(batch)):
                 if d is not None and all(m.matches(dj.loads(d)) for m in residual):
-                    out.append(uid)
-        return out
+                    yield uid, d
 
     async def purge(self) -> list[str]:
         return await self.store.purge(self.settings.retention_seconds, self.settings.gone_seconds)
 
-
-def dataset_or_empty(body: bytes) -> dict[str, Any]:
-    return dj.parse_body(body) if body.strip() else {}

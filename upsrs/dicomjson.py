@@ -8,7 +8,7 @@ and VR look-ups.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 from pydicom import datadict
@@ -137,15 +137,3 @@ def parse_body(body: bytes) -> Dataset:
     if not isinstance(doc, dict):
         raise DatasetError([Problem("", "the body is not a DICOM JSON dataset (object)")])
     return doc
-
-
-def walk(ds: Dataset, path: str = "") -> Iterable[tuple[str, int, dict[str, Any]]]:
-    """Every element of a dataset and its items, with its path (for error messages)."""
-    for k, el in ds.items():
-        tag = int(k, 16)
-        here = f"{path}{format_tag(tag)}"
-        yield here, tag, el
-        if isinstance(el, dict) and el.get("vr") == "SQ":
-            for n, item in enumerate(el.get("Value") or []):
-                if isinstance(item, dict):
-                    yield from walk(item, f"{here}[{n}]")

@@ -72,15 +72,6 @@ def _key_info(k: str) -> _KeyInfo | Problem:
     return info
 
 
-def check_element(path: str, tag: int, el: Any, problems: list[Problem]) -> None:
-    """Structure and value format of one element (PS3.18 F.2), whatever table it is in."""
-    info = _key_info(dj.key(tag))
-    if isinstance(info, Problem):
-        problems.append(Problem(path, info.message, info.status))
-        return
-    _check_element(info, el, problems, lambda: path)
-
-
 def _check_element(info: _KeyInfo, el: Any, problems: list[Problem], where: Any) -> None:
     if not isinstance(el, dict):
         problems.append(Problem(where(), "an element must be an object with a 'vr'"))
