@@ -22,6 +22,7 @@ from ups_server import logs
 from ups_server.channel import channel
 from ups_server.cursors import Cursors
 from ups_server.fanout import Fanout
+from ups_server.leases import LeaseWatcher
 from ups_server import responses
 from ups_server.routes import healthz, service_url, workitem_routes
 from ups_server.settings import ServerSettings
@@ -79,10 +80,17 @@ def create_app(settings: ServerSettings | None = None, redis: Redis | None = Non
             if purged:
                 logs.log.info("purged", count=len(purged))
 
+    leases = LeaseWatcher(workitems, settings.lease_seconds, settings.lease_max_attempts)
+
+    async def lease_loop() -> None:
+        await leases.run(interval=min(max(settings.lease_seconds / 10, 0.2), 10.0))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_forever(n, f)) for n, f in
-                 (("purge", purge_loop), ("events", fanout.run), ("cursors", fanout.confirm_loop))]
+        loops = [("purge", purge_loop), ("events", fanout.run), ("cursors", fanout.confirm_loop)]
+        if settings.lease_seconds > 0:
+            loops.append(("leases", lease_loop))
+        tasks = [asyncio.create_task(_forever(n, f)) for n, f in loops]
         # SCP Status Change: RESTARTED, subscriptions and workitems kept (WARM START)
         await store.append_events([(GLOBAL_SUBSCRIPTION, 0, ev.SCP_STATUS_CHANGE,
                                     dj.dumps(ev.scp_status_change("RESTARTED")), "*")])
@@ -125,6 +133,7 @@ def create_app(settings: ServerSettings | None = None, redis: Redis | None = Non
     app.state.workitems = workitems
     app.state.subscriptions = SubscriptionService(workitems, subs, cursors)
     app.state.fanout = fanout
+    app.state.leases = leases
     return app
 
 

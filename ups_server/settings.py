@@ -28,6 +28,9 @@ class ServerSettings(BaseSettings):
     replay_max_events: int = Field(10_000, description="most events replayed to a reconnecting AE")
     replay_max_age_seconds: float = Field(24 * 3600, description="oldest event replayed to a reconnecting AE")
     connection_queue_max: int = Field(10_000, description="events queued for one slow connection before it is dropped")
+    lease_seconds: float = Field(600.0, description="an IN PROGRESS workitem with no update for this long is canceled "
+                                                   "and rescheduled (its performer died); 0 = never")
+    lease_max_attempts: int = Field(3, description="most workitems in one chain of replacements")
     timezone_offset: str = Field("UTC", description="UTC offset for DT values that carry none, e.g. +0100")
     log_json: bool = Field(True, description="JSON log lines (false: human-readable)")
     log_level: str = "info"

@@ -72,6 +72,7 @@ class WorkitemStore:
         p = prefix
         self.k_seq, self.k_events, self.k_gone = f"{p}seq", f"{p}events", f"{p}gone"
         self.k_final, self.k_start, self.k_all = f"{p}final", f"{p}start", f"{p}ix:all"
+        self.k_active = f"{p}active"  # IN PROGRESS workitems scored by last commit time
 
     def wi_key(self, uid: str) -> str:
         return f"{self.prefix}wi:{uid}"
@@ -119,6 +120,7 @@ class WorkitemStore:
         args += [self.prefix, subver if isinstance(subver, str) else (subver or b"").decode(), len(subscribers or {})]
         for aet, code in (subscribers or {}).items():
             args += [aet, code]
+        args.append(repr(time.time()))
         res = await self._commit(keys=keys, args=args)
         code = int(res[0])
         if code == EXISTS:
@@ -163,6 +165,14 @@ class WorkitemStore:
         if not field:
             return int(res[0]), [(u.decode(), None) for u in res[1:]]
         return int(res[0]), [(res[i].decode(), res[i + 1] or None) for i in range(1, len(res), 2)]
+
+    async def inactive_since(self, before: float, count: int = 100) -> list[str]:
+        """IN PROGRESS workitems with no change since ``before`` (epoch seconds)."""
+        return [u.decode() for u in await self.redis.zrangebyscore(self.k_active, "-inf", f"({before!r}",
+                                                                      start=0, num=count)]
+
+    async def last_activity(self, uid: str) -> float | None:
+        return await self.redis.zscore(self.k_active, uid)
 
     async def purge(self, retention: float, gone: float, batch: int = 500) -> list[str]:
         now = time.time()

@@ -325,6 +325,25 @@ class WorkitemService:
 
         return await self._change("cancelrequest", uid, plan)
 
+    # ---------------------------------------------------------------- SCP-initiated cancellation
+    async def cancel_by_scp(self, uid: str, reason: str, code: dj.Dataset,
+                            still_applies: Callable[[Record], bool]) -> bool:
+        """Cancel an IN PROGRESS workitem on the Task Manager's own authority (its performer
+        is gone), with ``reason`` and CID 9300 ``code`` in the Progress Information Sequence.
+        ``still_applies`` is asked again on every read, so a performer that reports in
+        between keeps its workitem. True when this call canceled it."""
+        request = {dj.key(REASON_FOR_CANCELLATION): dj.element("ST", reason[:1024]),
+                   dj.key(DISCONTINUATION_REASON_SEQ): dj.element("SQ", code)}
+
+        def plan(rec: Record) -> Plan | Reply:
+            if rec.state != states.IN_PROGRESS or not still_applies(rec):
+                return Reply("lease", "skipped", uid=uid)
+            doc = rec.dataset()
+            self._fill_cancellation(doc, request)
+            return Plan(doc, states.CANCELED, rec.tuid, self._walk(doc, (states.CANCELED,)), Reply("lease", uid=uid))
+
+        return (await self._change("lease", uid, plan)).status == "0000"
+
     # ---------------------------------------------------------------- search
     async def search(self, query: Query) -> Reply:
         limit = min(query.limit if query.limit is not None else self.settings.search_max_results,

@@ -320,3 +320,21 @@ def final_state_problems(ds: dj.Dataset, target: str) -> list[Problem]:
 
     visit(ds, ups_attributes(), "")
     return problems
+
+
+def creatable(ds: dj.Dataset) -> dj.Dataset:
+    """The part of a stored workitem a new N-CREATE may carry: what rescheduling copies
+    into a replacement (PS3.4 CC.2.5: Replaced Procedure Step Sequence). Attributes the
+    table forbids at N-CREATE are dropped; sequences that must be created empty (Progress
+    Information, Performed Procedure) are emptied; unknown/private attributes are kept."""
+    rules = ups_attributes()
+    out: dj.Dataset = {}
+    for k, el in ds.items():
+        rule = rules.get(int(k, 16))
+        if rule is None:
+            out[k] = el
+        elif rule.created_empty:
+            out[k] = {"vr": "SQ"}
+        elif not rule.create.not_allowed:
+            out[k] = el
+    return out

@@ -13,7 +13,9 @@
 -- ARGV[13] number of events, then (type, body) pairs
 -- then: key prefix, the subscription version the caller's filtered-subscription records
 -- came from ('*' = not relevant), number of subscription records, then (aet, code) pairs:
--- the filtered subscribers a new workitem matches (subs:{uid}, aesubs:{aet}, written here)
+-- the filtered subscribers a new workitem matches (subs:{uid}, aesubs:{aet}, written here),
+-- then the commit time (epoch seconds): an IN PROGRESS workitem's last activity, which the
+-- stale-claim lease watches (zset {prefix}active)
 -- Returns {version, seq, event ids...} or {-1} exists, {-2} missing, {-3} version changed,
 -- {-4} subscriptions changed since the caller read them (read them again).
 local h = KEYS[1]
@@ -55,6 +57,11 @@ for i = 0, nsubs - 1 do
   local aet, code = ARGV[at + 3 + 2 * i], ARGV[at + 4 + 2 * i]
   redis.call('HSET', prefix .. 'subs:' .. uid, aet, code)
   redis.call('SADD', prefix .. 'aesubs:' .. aet, uid)
+end
+if ARGV[5] == 'IN PROGRESS' then
+  redis.call('ZADD', prefix .. 'active', ARGV[at + 3 + 2 * nsubs], uid)
+else
+  redis.call('ZREM', prefix .. 'active', uid)
 end
 local out = {ver, seq}
 for i = 0, n - 1 do
