@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
 app = typer.Typer(help="aiw: DICOM UPS-RS workflow manager for IHE AIW-I", no_args_is_help=True)
+performer = typer.Typer(help="Task Performer: the agent that queues work and the workers that do it",
+                        no_args_is_help=True)
+app.add_typer(performer, name="performer")
 
 
 @app.command()
@@ -50,6 +54,66 @@ def conformance(
     from conformance.runner import run
 
     raise typer.Exit(run(url, list(ctx.args)))
+
+
+def _performer_settings(**given: Any) -> Any:
+    """Environment (AIW_*) first, then the flags actually given."""
+    from performers.settings import PerformerSettings
+
+    return PerformerSettings(**{k: v for k, v in given.items() if v not in (None, [], ())})
+
+
+UPS_URL = typer.Option(None, "--ups-url", help="Task Manager service root [env AIW_UPS_URL]")
+QUEUE_URL = typer.Option(None, "--queue-url", help="Redis URL of the job queues [env AIW_QUEUE_URL]")
+
+
+@performer.command("agent")
+def performer_agent(
+    ups_url: Optional[str] = UPS_URL,
+    queue_url: Optional[str] = QUEUE_URL,
+    ae_title: Optional[str] = typer.Option(None, "--ae-title", help="subscriber AE title [env AIW_AE_TITLE]"),
+    model: list[str] = typer.Option([], "--model", help="model to serve (repeatable) [env AIW_MODELS]"),
+    external_models: Optional[Path] = typer.Option(None, "--external-models", help="YAML of external models"),
+    worklist_label: Optional[str] = typer.Option(None, "--worklist-label", help="serve only this Worklist Label"),
+) -> None:
+    """Subscribe to the worklist and queue one job per eligible workitem."""
+    import asyncio
+    import signal
+
+    from performers.agent import Agent
+
+    settings = _performer_settings(ups_url=ups_url, queue_url=queue_url, ae_title=ae_title, models=model,
+                                   external_models=external_models, worklist_label=worklist_label)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Agent(settings).run(stop)
+
+    asyncio.run(main())
+
+
+@performer.command("worker")
+def performer_worker(
+    ups_url: Optional[str] = UPS_URL,
+    queue_url: Optional[str] = QUEUE_URL,
+    stow_url: Optional[str] = typer.Option(None, "--stow-url", help="default STOW-RS URL [env AIW_STOW_URL]"),
+    burst: bool = typer.Option(False, "--burst", help="stop when the queues are empty"),
+    name: Optional[str] = typer.Option(None, "--name", help="worker name (default: host and pid)"),
+) -> None:
+    """Run jobs: claim, retrieve, infer, store SEG + SR, complete."""
+    import os
+
+    from performers.worker import run_worker
+
+    settings = _performer_settings(ups_url=ups_url, queue_url=queue_url, stow_url=stow_url)
+    # the job reads its settings from the environment (it may run in a forked work horse)
+    for key, value in (("AIW_UPS_URL", ups_url), ("AIW_QUEUE_URL", queue_url), ("AIW_STOW_URL", stow_url)):
+        if value:
+            os.environ[key] = value
+    run_worker(settings, burst=burst, name=name)
 
 
 if __name__ == "__main__":
