@@ -20,17 +20,19 @@ def server(
     redis_url: Optional[str] = typer.Option(None, envvar="AIW_REDIS_URL", help="Redis URL; none = embedded store"),
     path_prefix: str = typer.Option("", envvar="AIW_PATH_PREFIX", help="service root path, e.g. /dicom-web"),
     log_json: bool = typer.Option(True, envvar="AIW_LOG_JSON", help="JSON log lines"),
+    dicomweb_root: Optional[Path] = typer.Option(None, "--dicomweb-root", envvar="AIW_DICOMWEB_ROOT",
+                                                 help="also serve the built-in DICOMweb store from this "
+                                                      "directory at /dicom-web"),
 ) -> None:
-    """Run the UPS-RS Task Manager."""
+    """Run the UPS-RS Task Manager (and, with --dicomweb-root, a small DICOMweb store)."""
     import uvicorn
 
-    from ups_server.app import create_app
+    from aiw.compose import create_site
+    from ups_server.app import going_down
     from ups_server.settings import ServerSettings
 
-    from ups_server.app import going_down
-
     settings = ServerSettings(host=host, port=port, redis_url=redis_url, path_prefix=path_prefix, log_json=log_json)
-    app_ = create_app(settings)
+    app_ = create_site(settings, dicomweb_root)
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None):  # type: ignore[no-untyped-def]
@@ -42,6 +44,26 @@ def server(
                             ws="websockets-sansio", ws_ping_interval=settings.heartbeat_interval,
                             ws_ping_timeout=settings.heartbeat_timeout, ws_per_message_deflate=False)
     Server(config).run()
+
+
+@app.command()
+def demo(
+    pacs: Optional[str] = typer.Option(None, "--pacs", help="DICOMweb service root of a real PACS (default: "
+                                                            "a built-in store)"),
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Redis to use (default: a private "
+                                                                      "redis-server, or the embedded store)"),
+    size: str = typer.Option("full", "--size", help="full = 256x256x160 series; small = 128x128x64"),
+    seed: int = typer.Option(7, "--seed", help="seed of the generated studies"),
+    keep_running: bool = typer.Option(False, "--keep-running", help="leave the services up afterwards"),
+    embedded: bool = typer.Option(False, "--embedded", help="use the embedded store even if redis-server is "
+                                                            "installed"),
+) -> None:
+    """The whole AIW-I loop on this machine: Task Manager, DICOMweb store, performer agent
+    and worker; a generated study with a prior; one workitem followed to its SEG + SR."""
+    from aiw.demo import Options, run
+
+    raise typer.Exit(run(Options(pacs=pacs, redis_url=redis_url, size=size, seed=seed, keep_running=keep_running,
+                           embedded=embedded)))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

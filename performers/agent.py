@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 import structlog
-from redis import Redis
 from rq import Queue
 
 from upsrs import dicomjson as dj
@@ -27,6 +26,7 @@ from upsrs.client import UpsClient, UpsError
 from upsrs.eventclient import EventChannel, EventReport
 
 from performers import workitem as wi
+from performers.connections import sync_redis
 from performers.settings import PerformerSettings
 
 log = structlog.get_logger("aiw.agent")
@@ -42,7 +42,7 @@ def job_id(settings: PerformerSettings, uid: str) -> str:
 class Agent:
     def __init__(self, settings: PerformerSettings, codes: list[tuple[str, str]] | None = None):
         self.settings = settings
-        self.redis = Redis.from_url(settings.queue_url)
+        self.redis = sync_redis(settings.queue_url)
         self.queues = {name: Queue(name, connection=self.redis) for name in settings.queues}
         self.codes = codes if codes is not None else self._model_codes()
         self.enqueued = 0

@@ -31,6 +31,7 @@ from upsrs.client import BadRequest, Conflict, UpsClient, UpsError, WorkitemGone
 from upsrs.uids import new_uid
 
 from performers import workitem as wi
+from performers.connections import async_redis, sync_redis
 from performers.dicomweb import RetrievalError, StoreError, retrieve_series, store_instances
 from performers.models.base import DISCONTINUATION, Code, Model, ModelInput, ModelOutput, UnusableInput
 from performers.models.registry import load_external, load_model
@@ -92,9 +93,7 @@ def perform(uid: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
         return asyncio.run(Job(uid, cfg).run()).as_dict()
     finally:
-        from redis import Redis as SyncRedis
-
-        with SyncRedis.from_url(cfg.queue_url) as r:
+        with sync_redis(cfg.queue_url) as r:
             r.delete(cfg.guard_key(uid))
 
 
@@ -126,7 +125,7 @@ class Job:
                 return self.report
             self.report.seconds["claim"] = time.perf_counter() - t
             self.log.info("claimed", model=model.name)
-            queue = Redis.from_url(self.settings.queue_url)
+            queue = async_redis(self.settings.queue_url)
             tmp = Path(tempfile.mkdtemp(prefix="aiw-job-", dir=self.settings.work_dir))
             beat = asyncio.create_task(self._heartbeat())
             try:

@@ -8,15 +8,31 @@ dies. More throughput = more workers, on more machines, on the same Redis.
 
 from __future__ import annotations
 
-from redis import Redis
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
+from rq.timeouts import TimerDeathPenalty
 
+from performers.connections import is_memory, sync_redis
 from performers.settings import PerformerSettings
 
 
-def make_worker(settings: PerformerSettings, name: str | None = None) -> Worker:
-    redis = Redis.from_url(settings.queue_url)
-    return Worker([Queue(n, connection=redis) for n in settings.queues], connection=redis, name=name)
+class ThreadWorker(SimpleWorker):
+    """Jobs in the worker's own process, in a thread that is not the main one (``aiw
+    demo``). rq installs signal handlers, which only the main thread may do: here the
+    owner stops the worker instead (``request_stop``), and job timeouts use a timer
+    thread instead of SIGALRM."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:  # noqa: D401 - rq hook
+        pass
+
+
+def make_worker(settings: PerformerSettings, name: str | None = None, *, in_thread: bool = False) -> Worker:
+    """A forking rq worker; in-process (no fork) for the in-memory queue, whose state a
+    forked child would not share, or when ``in_thread``."""
+    redis = sync_redis(settings.queue_url)
+    cls = ThreadWorker if in_thread else (SimpleWorker if is_memory(settings.queue_url) else Worker)
+    return cls([Queue(n, connection=redis) for n in settings.queues], connection=redis, name=name)
 
 
 def run_worker(settings: PerformerSettings, *, burst: bool = False, name: str | None = None) -> bool:

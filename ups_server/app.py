@@ -59,7 +59,7 @@ async def _forever(name: str, make, delay: float = 1.0) -> None:  # type: ignore
 
 def create_app(settings: ServerSettings | None = None, redis: Redis | None = None) -> Starlette:
     settings = settings or ServerSettings()
-    logs.configure(settings.log_json, settings.log_level)
+    logs.configure(settings.log_json, settings.log_level, settings.log_file)
     if redis is None:
         redis, kind = connect(settings)
     else:

@@ -13,7 +13,9 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-def configure(json: bool = True, level: str = "info") -> None:
+def configure(json: bool = True, level: str = "info", file: str | None = None) -> None:
+    """Log lines to stdout, or appended to ``file`` (``aiw demo`` keeps its screen for
+    people and its log lines in a file)."""
     lvl = logging.getLevelName(level.upper())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -27,7 +29,7 @@ def configure(json: bool = True, level: str = "info") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(lvl if isinstance(lvl, int) else logging.INFO),
-        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
+        logger_factory=structlog.WriteLoggerFactory(open(file, "a", buffering=1) if file else sys.stdout),
         cache_logger_on_first_use=True,
     )
 

@@ -34,3 +34,4 @@ class ServerSettings(BaseSettings):
     timezone_offset: str = Field("UTC", description="UTC offset for DT values that carry none, e.g. +0100")
     log_json: bool = Field(True, description="JSON log lines (false: human-readable)")
     log_level: str = "info"
+    log_file: str | None = Field(None, description="append log lines to this file instead of stdout")
