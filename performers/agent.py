@@ -32,6 +32,14 @@ from performers.settings import PerformerSettings
 log = structlog.get_logger("aiw.agent")
 JOB_FUNCTION = "performers.job.perform"
 DISCONTINUATION_SEQ = 0x0074100E
+CATCH_UP_FIELDS = ["00741000", "00404041", "00741200", "00404018", "00741202"]
+
+
+def code_key(value: str) -> tuple[str, str]:
+    """The matching key of a Scheduled Workitem Code: Code Value holds 16 characters (SH),
+    longer codes are Long Code Values."""
+    attr = "CodeValue" if len(value) <= 16 else "LongCodeValue"
+    return (f"ScheduledWorkitemCodeSequence.{attr}", value)
 
 
 def job_id(settings: PerformerSettings, uid: str) -> str:
@@ -74,7 +82,7 @@ class Agent:
     def _filter(self) -> list[tuple[str, str]]:
         keys: list[tuple[str, str]] = []
         if len(self.codes) == 1:
-            keys.append(("ScheduledWorkitemCodeSequence.CodeValue", self.codes[0][0]))
+            keys.append(code_key(self.codes[0][0]))
         if self.settings.worklist_label:
             keys.append(("WorklistLabel", self.settings.worklist_label))
         return keys
@@ -145,14 +153,16 @@ class Agent:
         n = 0
         async with self._lock:
             for value, _scheme in self.codes:
-                match = [("ProcedureStepState", "SCHEDULED"), ("InputReadinessState", "READY"),
-                         ("ScheduledWorkitemCodeSequence.CodeValue", value)]
+                match = [("ProcedureStepState", "SCHEDULED"), ("InputReadinessState", "READY"), code_key(value)]
                 if self.settings.worklist_label:
                     match.append(("WorklistLabel", self.settings.worklist_label))
-                async for doc in self.ups.search_all(match, includefield=["00741000", "00404041", "00741200", "00404018", "00741202"]):
-                    uid = dj.first(doc, 0x00080018)
-                    if uid and await self.offer(uid, doc):
-                        n += 1
+                try:
+                    async for doc in self.ups.search_all(match, includefield=CATCH_UP_FIELDS):
+                        uid = dj.first(doc, 0x00080018)
+                        if uid and await self.offer(uid, doc):
+                            n += 1
+                except UpsError as exc:  # one refused search must not stop the others
+                    log.error("catch-up search refused", code=value, error=str(exc))
         return n
 
     async def _catch_up_loop(self) -> None:

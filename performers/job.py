@@ -16,6 +16,7 @@ import asyncio
 import shutil
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -32,7 +33,8 @@ from upsrs.uids import new_uid
 
 from performers import workitem as wi
 from performers.connections import async_redis, sync_redis
-from performers.dicomweb import RetrievalError, StoreError, retrieve_series, store_instances
+from performers.dicomweb import (RetrievalError, StoreError, parse_retrieve_url, retrieve_series,
+                                 store_instances)
 from performers.models.base import DISCONTINUATION, Code, Model, ModelInput, ModelOutput, UnusableInput
 from performers.models.registry import load_external, load_model
 from performers.results import Algorithm, encode
@@ -53,6 +55,17 @@ FAILURE = {"retrieve": ("110523", "Retrieving the inputs failed"),
            "encode": ("110501", "Encoding the results failed"),
            "store": ("110501", "Storing the results failed"),
            "complete": ("110501", "Recording the results failed")}
+
+
+def _requested_code(code: list[str | None] | None) -> Code:
+    """The requester's CID 9300 code from a Cancel Requested event; a code sent without
+    meaning or scheme borrows them from the codes we know, else 110513."""
+    if not code or not code[0]:
+        return DISCONTINUATION["110513"]
+    value, scheme, meaning = (list(code) + [None, None])[:3]
+    known = DISCONTINUATION.get(str(value))
+    return Code(str(value), str(scheme or (known.scheme if known else "DCM")),
+                str(meaning or (known.meaning if known else "Discontinued for unspecified reason")))
 
 
 class Stopped(Exception):
@@ -115,18 +128,23 @@ class Job:
             model, doc = await self._eligible()
             if model is None:
                 return self.report
+            # scratch space before the claim: a worker that cannot have it must not claim
+            tmp = Path(tempfile.mkdtemp(prefix="aiw-job-", dir=self.settings.work_dir))
             self.tuid = new_uid()
             t = time.perf_counter()
             try:
                 await ups.claim(self.uid, self.tuid)
             except (BadRequest, Conflict) as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
                 self.report.outcome, self.report.detail = "lost-race", exc.warning
                 self.log.info("claim lost", warning=exc.warning)
                 return self.report
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             self.report.seconds["claim"] = time.perf_counter() - t
             self.log.info("claimed", model=model.name)
             queue = async_redis(self.settings.queue_url)
-            tmp = Path(tempfile.mkdtemp(prefix="aiw-job-", dir=self.settings.work_dir))
             beat = asyncio.create_task(self._heartbeat())
             try:
                 await self._perform(model, doc, queue, tmp)
@@ -164,7 +182,9 @@ class Job:
             stage = "retrieve"
             series = await self._stage(stage, queue, lambda: self._retrieve(model, doc, tmp))
             stage = "volume"
-            loaded = await self._stage(stage, queue, lambda: {r: load_series(p) for r, p in series.items()})
+            modality = {spec.role: spec.modality for spec in model.inputs}
+            loaded = await self._stage(stage, queue, lambda: {
+                r: load_series(p, modality=modality.get(r)) for r, p in series.items()})
             stage = "model"
             params = wi.parameters(doc)
             output: ModelOutput = await self._stage(stage, queue, lambda: model.run(
@@ -178,7 +198,7 @@ class Job:
             target = wi.stow_url(doc) or self.settings.stow_url or self._same_pacs(doc)
             stored = await self._stage(stage, queue, lambda: store_instances(
                 target, results.datasets(), timeout=self.settings.dicomweb_timeout,
-                retries=self.settings.dicomweb_retries))
+                retries=self.settings.dicomweb_retries, backoff=self.settings.dicomweb_backoff))
             stage = "complete"
             outputs = [wi.OutputInstance(s.study_uid, s.series_uid, s.sop_class_uid, s.sop_instance_uid, s.retrieve_url)
                        for s in stored]
@@ -195,7 +215,7 @@ class Job:
             self.report.findings = [f"{m.name.meaning}: {m.value:g} {m.unit.value}" for m in output.summary]
         except Stopped as stop:
             code = stop.request.get("code")
-            reason = Code(*code) if code else DISCONTINUATION["110513"]
+            reason = _requested_code(code)
             requester = stop.request.get("requester") or "a requester"
             text = f"Canceled at the request of {requester} before stage '{stage}'"
             if stop.request.get("reason"):
@@ -206,7 +226,8 @@ class Job:
         except Exception as exc:  # the workitem must end, whatever failed
             code, what = FAILURE[stage]
             detail = str(exc) if isinstance(exc, (RetrievalError, StoreError, UpsError)) else f"{type(exc).__name__}: {exc}"
-            self.log.error("stage failed", stage=stage, error=detail, exc_info=not isinstance(exc, (RetrievalError, StoreError)))
+            trace = None if isinstance(exc, (RetrievalError, StoreError)) else traceback.format_exc(limit=8)
+            self.log.error("stage failed", stage=stage, error=detail, traceback=trace)
             await self._cancel(DISCONTINUATION[code], f"{what}: {detail}")
 
     def _same_pacs(self, doc: dict[str, Any]) -> str:
@@ -214,7 +235,7 @@ class Job:
         current = wi.roles(doc).get("current")
         if current is None or not current.retrieve_url:
             raise StoreError("no STOW-RS destination: the workitem names none and AIW_STOW_URL is not set")
-        return current.retrieve_url.split("/studies/", 1)[0]
+        return parse_retrieve_url(current.retrieve_url)[0]
 
     def _retrieve(self, model: Model, doc: dict[str, Any], tmp: Path) -> dict[str, list[Path]]:
         found = wi.roles(doc)

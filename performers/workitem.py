@@ -204,8 +204,9 @@ def output_information(outputs: Iterable[OutputInstance]) -> list[Dataset]:
                 dj.key(REFERENCED_SOP_INSTANCE): dj.element("UI", m.sop_instance_uid)} for m in members)),
         }
         url = series_url(members[0].retrieve_url, study, series)
-        if url:
-            item[dj.key(WADO_RS_SEQ)] = dj.element("SQ", {dj.key(RETRIEVE_URL): dj.element("UR", url)})
+        if not url:  # the macro needs a way to retrieve them (CC.2.5-2c)
+            raise ValueError(f"output series {series} has no WADO-RS Retrieve URL")
+        item[dj.key(WADO_RS_SEQ)] = dj.element("SQ", {dj.key(RETRIEVE_URL): dj.element("UR", url)})
         items.append(item)
     return items
 
@@ -214,7 +215,7 @@ def series_url(instance_url: str | None, study: str, series: str) -> str | None:
     """The series-level WADO-RS URL from an instance-level Retrieve URL."""
     if not instance_url:
         return None
-    base = instance_url.split("/studies/", 1)[0]
+    base = instance_url.rsplit("/studies/", 1)[0]
     return f"{base}/studies/{study}/series/{series}"
 
 

@@ -9,9 +9,12 @@ coerce.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
+
+from pydicom.valuerep import format_number_as_ds
 
 from upsrs import dicomjson as dj
 from upsrs.uids import UPS_PUSH_SOP_CLASS
@@ -86,6 +89,8 @@ def _el(vr: str, value: Any) -> dict[str, Any]:
 
 
 def input_item(series: SeriesRef) -> Dataset:
+    if not series.instances:  # Referenced SOP Sequence is type 1 in CC.2.5-2c
+        raise ValueError(f"input series {series.series_uid} lists no instances")
     item: Dataset = {
         "0040E020": dj.element("CS", "DICOM"),
         "0020000D": dj.element("UI", series.study_uid),
@@ -105,7 +110,9 @@ def parameter_item(p: Parameter) -> Dataset:
         item["0040A168"] = _seq(code_item(p.value))
     elif isinstance(p.value, (int, float)):
         item["0040A040"] = dj.element("CS", "NUMERIC")
-        item["0040A30A"] = dj.element("DS", f"{p.value:.10g}")
+        if not math.isfinite(p.value):
+            raise ValueError(f"parameter {p.name[2]!r}: {p.value} is not a finite number")
+        item["0040A30A"] = dj.element("DS", format_number_as_ds(float(p.value)))
         item["004008EA"] = _seq(code_item(p.unit or ("1", "UCUM", "no units")))
     else:
         item["0040A040"] = dj.element("CS", "TEXT")
