@@ -209,3 +209,65 @@ def study_from_datasets(datasets: Sequence[Any], wado_base: str) -> StudyRef:
                                tuple((str(m.SOPClassUID), str(m.SOPInstanceUID)) for m in members),
                                f"{base}/studies/{study_uid}/series/{uid}")
                      for uid, members in by_series.items()))
+
+
+def _text(ds: Dataset, tag: int) -> str:
+    value = dj.first(ds, tag)
+    if isinstance(value, dict):  # PN: the Alphabetic group is what people and matching use
+        return str(value.get("Alphabetic", ""))
+    return "" if value is None else str(value)
+
+
+def issuer_item(sequence_items: Sequence[Dataset]) -> Dataset:
+    """An Issuer of Accession Number Sequence item with only the three identifying attributes."""
+    out: Dataset = {}
+    for item in sequence_items[:1]:
+        for tag, vr in (("00400031", "UT"), ("00400032", "UT"), ("00400033", "CS")):
+            value = dj.first(item, int(tag, 16))
+            if value not in (None, ""):
+                out[tag] = dj.element(vr, str(value))
+    return out
+
+
+def study_from_qido(instances: Sequence[Dataset], wado_base: str, *,
+                    accession_issuer: Dataset | None = None) -> StudyRef:
+    """A StudyRef from an instance-level QIDO-RS answer (DICOM JSON, one dataset per
+    instance, patient/study/series attributes included) of ONE study.
+
+    ``accession_issuer`` (an Issuer of Accession Number Sequence item) replaces the one in
+    the answer, for archives that do not return sequences in QIDO. Series keep the order of
+    their Series Number; instances the order of the answer."""
+    if not instances:
+        raise ValueError("no instances: a study needs at least one")
+    studies = {dj.first(ds, 0x0020000D) for ds in instances}
+    if len(studies) != 1 or None in studies:
+        raise ValueError(f"the QIDO answer holds {len(studies)} Study Instance UIDs; one study at a time")
+    first = instances[0]
+    study_uid = str(dj.first(first, 0x0020000D))
+    by_series: dict[str, list[Dataset]] = {}
+    for ds in instances:
+        series_uid = dj.first(ds, 0x0020000E)
+        if not series_uid or not dj.first(ds, 0x00080018) or not dj.first(ds, 0x00080016):
+            raise ValueError(f"an instance of study {study_uid} lacks its Series Instance UID, SOP Instance UID "
+                             "or SOP Class UID in the QIDO answer")
+        by_series.setdefault(str(series_uid), []).append(ds)
+
+    def number(members: list[Dataset]) -> float:
+        n = dj.first(members[0], 0x00200011)
+        try:
+            return float(n)
+        except (TypeError, ValueError):
+            return math.inf
+
+    base = wado_base.rstrip("/")
+    ordered = sorted(by_series.items(), key=lambda kv: number(kv[1]))
+    issuer = accession_issuer if accession_issuer is not None else issuer_item(dj.items(first, 0x00080051))
+    return StudyRef(
+        study_uid=study_uid, patient_id=_text(first, 0x00100020), patient_id_issuer=_text(first, 0x00100021),
+        patient_name=_text(first, 0x00100010), birth_date=_text(first, 0x00100030), sex=_text(first, 0x00100040),
+        accession=_text(first, 0x00080050), accession_issuer=issuer, study_date=_text(first, 0x00080020),
+        study_description=_text(first, 0x00081030), requested_procedure_id=_text(first, 0x00401001),
+        series=tuple(SeriesRef(study_uid, uid, _text(members[0], 0x00080060), _text(members[0], 0x0008103E),
+                               tuple((str(dj.first(m, 0x00080016)), str(dj.first(m, 0x00080018))) for m in members),
+                               f"{base}/studies/{study_uid}/series/{uid}")
+                     for uid, members in ordered))

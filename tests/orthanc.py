@@ -70,9 +70,11 @@ def _tail(log: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def start_orthanc(tmp_dir: Path) -> Orthanc:
+def start_orthanc(tmp_dir: Path, *, extra_config: dict | None = None) -> Orthanc:
     """Start Orthanc and wait until ``/system`` answers; on failure the log's tail is in
-    the error, because Orthanc explains a bad configuration only there."""
+    the error, because Orthanc explains a bad configuration only there. ``extra_config``
+    adds or overrides configuration keys (e.g. ``{"StableAge": 1}``: a study is stable one
+    second after its last instance instead of sixty)."""
     if not orthanc_available():
         raise RuntimeError(f"Orthanc with the DICOMweb plugin is not installed ({INSTALL_HINT})")
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +82,7 @@ def start_orthanc(tmp_dir: Path) -> Orthanc:
     while dicom_port == http_port:
         dicom_port = free_port()
     config = tmp_dir / "orthanc.json"
-    config.write_text(json.dumps(_config(tmp_dir, http_port, dicom_port), indent=2))
+    config.write_text(json.dumps({**_config(tmp_dir, http_port, dicom_port), **(extra_config or {})}, indent=2))
     log = tmp_dir / "orthanc.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(ORTHANC), str(config)], cwd=tmp_dir, stdout=out, stderr=subprocess.STDOUT)

@@ -48,7 +48,8 @@ DEFAULT_DISCONTINUATION = {  # (110513, DCM, "Discontinued for unspecified reaso
 }
 CANCEL_REQUEST_TAGS = (REASON_FOR_CANCELLATION, DISCONTINUATION_REASON_SEQ, CONTACT_URI, CONTACT_DISPLAY_NAME)
 MAX_ATTEMPTS = 20
-DEFAULT_PROJECTION = Query([], set())  # what a search returns without includefield
+DEFAULT_PROJECTION = Query([], set())
+KEPT = "the workitem changed meanwhile: its performer keeps it"  # what a search returns without includefield
 
 
 class UpsFailure(Exception):
@@ -337,12 +338,13 @@ class WorkitemService:
 
         def plan(rec: Record) -> Plan | Reply:
             if rec.state != states.IN_PROGRESS or not still_applies(rec):
-                return Reply("lease", "skipped", uid=uid)
+                return Reply("change-state", uid=uid, detail=KEPT)
             doc = rec.dataset()
             self._fill_cancellation(doc, request)
-            return Plan(doc, states.CANCELED, rec.tuid, self._walk(doc, (states.CANCELED,)), Reply("lease", uid=uid))
+            return Plan(doc, states.CANCELED, rec.tuid, self._walk(doc, (states.CANCELED,)),
+                        Reply("change-state", uid=uid))
 
-        return (await self._change("lease", uid, plan)).status == "0000"
+        return (await self._change("change-state", uid, plan)).detail != KEPT
 
     # ---------------------------------------------------------------- search
     async def search(self, query: Query) -> Reply:
