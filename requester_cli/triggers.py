@@ -8,18 +8,21 @@ that counts as "exists", so the cursor only has to avoid *missing* studies.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
+
+import httpx
 
 from requester_cli import request as rq
-from requester_cli.qido import Qido
+from requester_cli.qido import PacsError, Qido
 from requester_cli.select import NoMatchingSeries
 from requester_cli.templates import ProcedureTemplate
-from upsrs.client import UpsClient
+from upsrs.client import UpsClient, UpsError
 
 Report = Callable[[str], None]
 
@@ -72,3 +75,19 @@ async def make_workitems(qido: Qido, ups: UpsClient, templates: Sequence[Procedu
         report(f"{out.action} {out.uid} study {study_uid} procedure {template.name} inputs {readiness}{why}")
         results.append(Result(template.name, out.action, out.uid, "; ".join(p.notes)))
     return results
+
+
+async def poll_forever(poll_once: Callable[[], Awaitable[Any]], report: Callable[[str], None],
+                       interval: float, stop: asyncio.Event | None = None) -> None:
+    """Poll until ``stop``; an unreachable PACS or Task Manager is reported and retried at
+    the next interval (the persisted cursor has not moved, so nothing is missed)."""
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        try:
+            await poll_once()
+        except (PacsError, UpsError, httpx.HTTPError, OSError) as exc:
+            report(f"will retry: {exc}")
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except asyncio.TimeoutError:
+            pass

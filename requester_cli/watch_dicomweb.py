@@ -22,13 +22,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Sequence
 
-import httpx
 
-from requester_cli.qido import PacsError, Qido, StudyNotFound
+from requester_cli.qido import Qido, StudyNotFound
 from requester_cli.templates import ProcedureTemplate
-from requester_cli.triggers import Report, Result, load_state, make_workitems, save_state
+from requester_cli.triggers import Report, Result, load_state, make_workitems, poll_forever, save_state
 from upsrs import dicomjson as dj
-from upsrs.client import BadRequest, UpsClient, UpsError
+from upsrs.client import BadRequest, UpsClient
 
 PAGE = 500
 
@@ -106,13 +105,4 @@ class DicomwebWatcher:
         return results
 
     async def run(self, interval: float = 10.0, stop: asyncio.Event | None = None) -> None:
-        stop = stop or asyncio.Event()
-        while not stop.is_set():
-            try:
-                await self.poll_once()
-            except (PacsError, UpsError, httpx.HTTPError, OSError) as exc:
-                self.report(f"will retry: {exc}")
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
+        await poll_forever(self.poll_once, self.report, interval, stop)

@@ -22,8 +22,8 @@ import httpx
 
 from requester_cli.qido import PacsError, Qido, StudyNotFound
 from requester_cli.templates import ProcedureTemplate
-from requester_cli.triggers import Report, Result, load_state, make_workitems, save_state
-from upsrs.client import BadRequest, UpsClient, UpsError
+from requester_cli.triggers import Report, Result, load_state, make_workitems, poll_forever, save_state
+from upsrs.client import BadRequest, UpsClient
 
 
 class OrthancWatcher:
@@ -99,13 +99,4 @@ class OrthancWatcher:
 
     async def run(self, interval: float = 1.0, stop: asyncio.Event | None = None) -> None:
         """Poll forever (or until ``stop``); transient errors are reported and retried."""
-        stop = stop or asyncio.Event()
-        while not stop.is_set():
-            try:
-                await self.poll_once()
-            except (PacsError, UpsError, httpx.HTTPError, OSError) as exc:
-                self.report(f"will retry: {exc}")
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
+        await poll_forever(self.poll_once, self.report, interval, stop)

@@ -8,6 +8,7 @@ from typing import Iterator
 import httpx
 import pytest
 
+from tests import orthanc as torthanc
 from tests.servers import RedisProcess, ServerProcess, start_redis, start_server
 
 
@@ -62,3 +63,20 @@ def fresh_server(redis_proc: RedisProcess) -> Iterator[ServerProcess]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def stable_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[torthanc.Orthanc]:
+    """Orthanc (DICOMweb) for a test module, declaring studies stable one second after
+    their last instance instead of sixty."""
+    o = torthanc.start_orthanc(tmp_path_factory.mktemp("orthanc"), extra_config={"StableAge": 1})
+    yield o
+    o.stop()
+
+
+@pytest.fixture(scope="module")
+def module_server_url(redis_proc: RedisProcess) -> Iterator[str]:
+    """``aiw server`` of a test module's own (own key prefix) on the session's Redis."""
+    srv = start_server(redis_proc.url)
+    yield srv.url
+    srv.stop()

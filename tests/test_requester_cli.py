@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -31,17 +31,13 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[torthanc.Orthanc]:
-    o = torthanc.start_orthanc(tmp_path_factory.mktemp("orthanc"), extra_config={"StableAge": 1})  # stable after 1 s, not 60
-    yield o
-    o.stop()
+def orthanc(stable_orthanc: torthanc.Orthanc) -> torthanc.Orthanc:
+    return stable_orthanc
 
 
 @pytest.fixture(scope="module")
-def server(redis_proc: Any) -> Iterator[str]:
-    srv = start_server(redis_proc.url)
-    yield srv.url
-    srv.stop()
+def server(module_server_url: str) -> str:
+    return module_server_url
 
 
 def cli(*args: str) -> Any:

@@ -8,7 +8,7 @@ import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +22,7 @@ from requester_cli.cli import app
 from requester_cli.qido import Qido
 from requester_cli.request import workitem_uid
 from requester_cli.watch_dicomweb import DicomwebWatcher
-from tests.servers import start_server, wait_until
+from tests.servers import wait_until
 from upsrs import dicomjson as dj
 from upsrs.client import UpsClient
 
@@ -33,17 +33,13 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[torthanc.Orthanc]:
-    o = torthanc.start_orthanc(tmp_path_factory.mktemp("orthanc"), extra_config={"StableAge": 1})  # stable after 1 s, not 60
-    yield o
-    o.stop()
+def orthanc(stable_orthanc: torthanc.Orthanc) -> torthanc.Orthanc:
+    return stable_orthanc
 
 
 @pytest.fixture(scope="module")
-def server(redis_proc: Any) -> Iterator[str]:
-    srv = start_server(redis_proc.url)
-    yield srv.url
-    srv.stop()
+def server(module_server_url: str) -> str:
+    return module_server_url
 
 
 def workitems_of(server: str, study_uid: str) -> list[dict[str, Any]]:
