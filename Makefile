@@ -2,7 +2,7 @@
 # and `make test`. Each installs what it needs on a fresh Debian machine (apt-get as root).
 PYTHON ?= python3
 APT_DEMO = redis-server dicom3tools
-APT_TEST = $(APT_DEMO) orthanc orthanc-dicomweb
+APT_TEST = $(APT_DEMO) orthanc orthanc-dicomweb chromium
 
 .PHONY: setup setup-test demo server test bench
 

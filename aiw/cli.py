@@ -12,6 +12,12 @@ performer = typer.Typer(help="Task Performer: the agent that queues work and the
                         no_args_is_help=True)
 app.add_typer(performer, name="performer")
 
+from requester_cli.cli import app as request_app  # noqa: E402 - the actors' own command sets
+from watcher.cli import watch  # noqa: E402
+
+app.add_typer(request_app, name="request")
+app.command("watch")(watch)
+
 
 @app.command()
 def server(
