@@ -605,3 +605,28 @@ def test_any_single_corruption_is_reported_at_the_element(data: st.DataObject) -
     found = problems_at(ds)
     assert path in found, (kind, path, found)
     assert found[path] in expected
+
+
+# ---------------------------------------------------------------- the fast path of the VR checks
+_FAST_ALPHABET = string.ascii_letters + string.digits + " ._-+^\\\t\n\r\x00\x1b\x7fé.eE:/" + "0123456789" * 3
+
+
+@pytest.mark.parametrize("vr_name", sorted(vr._FAST_VALID))
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.text(alphabet=_FAST_ALPHABET, max_size=70))
+def test_fast_path_accepts_only_what_the_full_check_accepts(vr_name: str, value: str) -> None:
+    """vr.checker skips the rule-by-rule check when a value matches the VR's fast pattern:
+    that is only sound if the full check accepts every such value."""
+    if vr.fast_valid(vr_name, value):
+        assert vr.check_string(vr_name, value) is None, (vr_name, value)
+    assert vr.checker(vr_name)(value) == vr.check_value(vr_name, value)
+
+
+@pytest.mark.parametrize("vr_name,value", [
+    ("IS", "   123456789   "), ("IS", "2147483648"), ("DS", "1234567890.1234567"), ("DS", " 1e5\n"),
+    ("UI", "1.2.03"), ("UI", "1." * 40 + "1"), ("UI", ""), ("CS", "lower"), ("CS", "A" * 17), ("SH", "x" * 17),
+    ("LO", "a\\b"), ("UR", "http://a b"), ("AS", "12Y"), ("AT", "0010001G"),
+])
+def test_fast_path_leaves_invalid_values_to_the_full_check(vr_name: str, value: str) -> None:
+    assert not vr.fast_valid(vr_name, value)
+    assert vr.checker(vr_name)(value) == vr.check_string(vr_name, value) is not None

@@ -23,7 +23,7 @@ from ups_server.channel import channel
 from ups_server.cursors import Cursors
 from ups_server.fanout import Fanout
 from ups_server.leases import LeaseWatcher
-from ups_server import responses
+from ups_server import redisconn, responses
 from ups_server.routes import healthz, service_url, workitem_routes
 from ups_server.settings import ServerSettings
 from ups_server.store import WorkitemStore
@@ -39,7 +39,7 @@ def connect(settings: ServerSettings) -> tuple[Redis, str]:
     """A real Redis when a URL is configured, else the embedded in-process store
     (fakeredis with Lua), so ``aiw server`` runs on a bare machine."""
     if settings.redis_url:
-        return Redis.from_url(settings.redis_url), "redis"
+        return redisconn.from_url(settings.redis_url), "redis"
     import fakeredis
 
     return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(version=(7,))), "embedded"

@@ -41,23 +41,38 @@ def _strings(values: list) -> set[str]:
 
 
 COMPOSITE = ("state", "wcode")  # the performer's pull: SCHEDULED workitems of its codes
+_TOP = tuple((name, f"{path[0]:08X}") for name, path in INDEXED_PATHS.items() if len(path) == 1)
+_NESTED = tuple((name, f"{path[0]:08X}", f"{path[1]:08X}") for name, path in INDEXED_PATHS.items() if len(path) == 2)
+
+
+def _values(ds: object, key: str) -> list:
+    """``dj.values`` by property name (this runs for ten paths at every commit)."""
+    el = ds.get(key) if isinstance(ds, dict) else None
+    if not isinstance(el, dict):
+        return []
+    v = el.get("Value")
+    return v if isinstance(v, list) else []
 
 
 def index_keys(prefix: str, ds: dj.Dataset) -> set[str]:
     """Every index key the workitem belongs to (including the all-workitems set)."""
     keys = {f"{prefix}ix:all"}
-    state = _strings(dj.values(ds, INDEXED_PATHS["state"][0]))
-    for item in dj.items(ds, INDEXED_PATHS["wcode"][0]):
-        for code in _strings(dj.values(item, INDEXED_PATHS["wcode"][1])):
-            keys.update(f"{prefix}ix:sw:{st}|{code}" for st in state)
-    for name, path in INDEXED_PATHS.items():
-        if len(path) == 1:
-            vals = _strings(dj.values(ds, path[0]))
-        else:
-            vals = set()
-            for item in dj.items(ds, path[0]):
-                vals |= _strings(dj.values(item, path[1]))
+    found: dict[str, set[str]] = {}
+    for name, k in _TOP:
+        vals = _strings(_values(ds, k))
+        if vals:
+            found[name] = vals
+    for name, seq, k in _NESTED:
+        vals = set()
+        for item in _values(ds, seq):
+            if isinstance(item, dict):
+                vals |= _strings(_values(item, k))
+        if vals:
+            found[name] = vals
+    for name, vals in found.items():
         keys.update(f"{prefix}ix:{name}:{v}" for v in vals)
+    for st in found.get("state", ()):
+        keys.update(f"{prefix}ix:sw:{st}|{code}" for code in found.get("wcode", ()))
     return keys
 
 

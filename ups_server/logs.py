@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import random
 import sys
+import threading
 import time
-import uuid
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 import orjson
 import structlog
@@ -16,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 def configure(json: bool = True, level: str = "info", file: str | None = None) -> None:
     """Log lines to stdout, or appended to ``file`` (``aiw demo`` keeps its screen for
     people and its log lines in a file)."""
+    global request_line
+    out = open(file, "a", buffering=1) if file else sys.stdout
     lvl = logging.getLevelName(level.upper())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -29,12 +33,53 @@ def configure(json: bool = True, level: str = "info", file: str | None = None) -
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(lvl if isinstance(lvl, int) else logging.INFO),
-        logger_factory=structlog.WriteLoggerFactory(open(file, "a", buffering=1) if file else sys.stdout),
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
+    if not json:
+        request_line = _structlog_request_line
+    elif (lvl if isinstance(lvl, int) else logging.INFO) > logging.INFO:
+        request_line = _no_request_line
+    else:
+        request_line = _json_request_line(out)
 
 
 log = structlog.get_logger("aiw.server")
+
+
+def _structlog_request_line(fields: dict[str, Any]) -> None:
+    log.info("request", **fields)
+
+
+def _no_request_line(fields: dict[str, Any]) -> None:
+    return None
+
+
+def _json_request_line(out: Any) -> Callable[[dict[str, Any]], None]:
+    """The per-request line as the structlog chain configured above writes it (the fields,
+    event, context variables, level, ISO UTC timestamp; one JSON line, flushed), without
+    the chain: the bound-logger call and its processors cost a few times the line itself,
+    and every request writes one."""
+    lock = threading.Lock()
+    get_context = structlog.contextvars.get_contextvars
+
+    def line(fields: dict[str, Any]) -> None:
+        event = dict(fields)
+        event["event"] = "request"
+        for k, v in get_context().items():  # merge_contextvars: the call's own fields win
+            event.setdefault(k, v)
+        event["level"] = "info"
+        event["timestamp"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        text = orjson.dumps(event).decode() + "\n"
+        with lock:
+            out.write(text)
+            out.flush()
+
+    return line
+
+
+request_line: Callable[[dict[str, Any]], None] = _structlog_request_line
+_ids = random.Random()  # request ids are labels, not secrets: no system call per request
 
 
 class RequestLogMiddleware:
@@ -48,7 +93,7 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None) or uuid.uuid4().hex[:16]
+        rid = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None) or f"{_ids.getrandbits(64):016x}"
         scope.setdefault("state", {})["request_id"] = rid
         start = time.perf_counter()
         status = 500
@@ -64,6 +109,6 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             st = scope["state"]
-            log.info("request", method=scope["method"], path=scope["path"], status=status,
-                     ms=round((time.perf_counter() - start) * 1000, 2), request_id=rid,
-                     workitem=st.get("workitem"), outcome=st.get("outcome"))
+            request_line({"method": scope["method"], "path": scope["path"], "status": status,
+                          "ms": round((time.perf_counter() - start) * 1000, 2), "request_id": rid,
+                          "workitem": st.get("workitem"), "outcome": st.get("outcome")})

@@ -28,11 +28,26 @@ class TooLarge(Exception):
     pass
 
 
+_SERVICE_URLS: dict[tuple[object, ...], str] = {}
+
+
 def service_url(request: Request) -> str:
+    """The service root URL as this client addressed it. Every reply names it (Warning,
+    Location); ``request.url`` parses the whole URL each time, so the answer is kept per
+    (scheme, Host header, server address, path prefix) — all it depends on."""
     settings = request.app.state.settings
     if settings.public_url:
         return settings.public_url.rstrip("/")
-    return f"{request.url.scheme}://{request.url.netloc}{settings.path_prefix}".rstrip("/")
+    scope = request.scope
+    key = (scope.get("scheme"), next((v for k, v in scope["headers"] if k == b"host"), None), scope.get("server"),
+           settings.path_prefix)
+    url = _SERVICE_URLS.get(key)
+    if url is None:
+        url = f"{request.url.scheme}://{request.url.netloc}{settings.path_prefix}".rstrip("/")
+        if len(_SERVICE_URLS) >= 256:  # Host headers are the client's to choose: stay bounded
+            _SERVICE_URLS.clear()
+        _SERVICE_URLS[key] = url
+    return url
 
 
 def _service(request: Request) -> WorkitemService:

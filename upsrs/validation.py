@@ -44,6 +44,12 @@ class _KeyInfo:
     tag: int
     allowed: tuple[str, ...]
     enum: frozenset[str] | None
+    vrs_ok: frozenset[str] = frozenset()  # the VRs ``_check_element`` accepts for this tag
+
+
+def _vrs_ok(allowed: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(vr for vr in vrs.ALL_VRS
+                     if not allowed or vr in allowed or vr == "UN" or ("OB" in allowed and vr == "OW"))
 
 
 _KEYS: dict[str, _KeyInfo | Problem] = {}
@@ -66,7 +72,8 @@ def _key_info(k: str) -> _KeyInfo | Problem:
         elif tag & 0xFFFF == 0:
             info = Problem(format_tag(tag), "group length elements are not allowed in DICOM JSON", "0105")
         else:
-            info = _KeyInfo(tag, dj.dictionary_vrs(tag), enumerations().get(tag))
+            allowed = dj.dictionary_vrs(tag)
+            info = _KeyInfo(tag, allowed, enumerations().get(tag), _vrs_ok(allowed))
     if len(_KEYS) < 50_000:  # bounded: random keys from a fuzzer must not grow it forever
         _KEYS[k] = info
     return info
@@ -147,11 +154,20 @@ def _structure(ds: Any, path: PathT, problems: list[Problem], depth: int, prefix
         problems.append(Problem(prefix + format_path(path), f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep"))
         return
     for k, el in ds.items():
-        info = _key_info(k)
-        if isinstance(info, Problem):
-            problems.append(Problem(prefix + format_path(path) + info.path, info.message, info.status))
+        info = _KEYS.get(k)
+        if info is None:
+            info = _key_info(k)
+        if type(info) is not _KeyInfo:
+            problems.append(Problem(prefix + format_path(path) + info.path, info.message, info.status))  # type: ignore[union-attr]
             continue
         tag = info.tag
+        if _element_ok(info, el):
+            # the common case, found valid without building anything; else the full check
+            # below words every problem
+            if len(el) == 2 and el["vr"] == "SQ":
+                for n, item in enumerate(el["Value"]):
+                    _structure(item, path + (tag, -1 - n), problems, depth + 1, prefix)
+            continue
         _check_element(info, el, problems, lambda: prefix + format_path(path + (tag,)))
         if type(el) is dict and el.get("vr") == "SQ":
             items = el.get("Value")
@@ -159,6 +175,40 @@ def _structure(ds: Any, path: PathT, problems: list[Problem], depth: int, prefix
                 for n, item in enumerate(items):
                     if isinstance(item, dict):
                         _structure(item, path + (tag, -1 - n), problems, depth + 1, prefix)
+
+
+def _element_ok(info: _KeyInfo, el: Any) -> bool:
+    """True only if ``_check_element`` would find nothing wrong with ``el``: a plain
+    ``{"vr"[, "Value"]}`` element whose values pass their VR's check (sequence items are
+    plain objects, checked by the caller). False = let ``_check_element`` look."""
+    if type(el) is not dict:
+        return False
+    vr = el.get("vr")
+    if vr not in info.vrs_ok:
+        return False
+    n = len(el)
+    if n == 1:
+        return True  # {"vr": ..}: empty
+    if n != 2:
+        return False
+    values = el.get("Value")
+    if type(values) is not list:
+        return False
+    if vr == "SQ":
+        for item in values:
+            if type(item) is not dict:
+                return False
+        return True
+    check = vrs.checker(vr)
+    for v in values:
+        if check(v) is not None:
+            return False
+    allowed_values = info.enum
+    if allowed_values:
+        for v in values:
+            if isinstance(v, str) and v.strip() and v.rstrip() not in allowed_values:
+                return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -215,39 +265,91 @@ def _holds(rule: AttributeRule, ds: dj.Dataset, siblings: dict[int, AttributeRul
     return dj.has_value(ds.get(cond.keys[0]))
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One rule of a rules dict as ``_check_requirements`` reads it in one mode, with the
+    usage columns and the condition looked up once (a workitem walks ~100 rules)."""
+
+    tag: int
+    rule: AttributeRule
+    key: str
+    t: str  # the SCU usage of this mode
+    skip_absent: bool  # NA, 3, -, 2C: nothing to say when the attribute is absent
+    conditional: bool
+    oneof: bool
+    cond: _Cond | None
+    scp_keeps: bool  # SCP usage 1: an N-SET may not empty it
+
+
+_STEPS: dict[tuple[int, str], tuple[tuple[dict[int, AttributeRule], tuple[_Step, ...]]]] = {}
+
+
+def _steps(rules: dict[int, AttributeRule], mode: Mode) -> tuple[_Step, ...]:
+    found = _STEPS.get((id(rules), mode))
+    if found is not None and found[0][0] is rules:
+        return found[0][1]
+    steps = []
+    for tag, rule in rules.items():
+        usage = rule.create if mode == "create" else rule.set
+        t = usage.scu
+        conditional = t == "1C" or (t == "1" and rule.condition.startswith("when="))
+        steps.append(_Step(tag, rule, rule.key, t, t in ("NA", "3", "-", "2C"), conditional,
+                           rule.condition.startswith("oneof"), _cond(rule, rules) if conditional else None,
+                           usage.scp == "1"))
+    out = tuple(steps)
+    _STEPS[(id(rules), mode)] = ((rules, out),)  # holds ``rules``, so its id is not reused
+    return out
+
+
+def _cond_holds(cond: _Cond | None, ds: dj.Dataset, ancestors: tuple[dj.Dataset, ...]) -> bool | None:
+    """``_holds`` with the condition already parsed."""
+    if cond is None:
+        return None
+    if cond.kind == "oneof":
+        return not any(dj.has_value(ds.get(k)) for k in cond.keys)
+    if cond.kind == "when":
+        if cond.up:
+            if len(ancestors) < cond.up:
+                return None
+            ds = ancestors[cond.up - 1]
+        el = ds.get(cond.key)
+        v = el.get("Value") if isinstance(el, dict) else None
+        return bool(v) and isinstance(v, list) and v[0] == cond.value
+    return dj.has_value(ds.get(cond.keys[0]))
+
+
 def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode, path: PathT,
                         out: Outcome, parent_added: bool = False, ancestors: tuple[dj.Dataset, ...] = ()) -> None:
     reported_groups: set[str] = set()
     groups: dict[str, bool | None] = {}  # a oneof group is decided once per item
     create = mode == "create"
-    for tag, rule in rules.items():
-        usage = rule.create if create else rule.set
-        t = usage.scu
-        k = rule.key
-        el = ds.get(k)
+    has_value = dj.has_value
+    for s in _steps(rules, mode):
+        el = ds.get(s.key)
         present = el is not None
-        if t == "NA":
-            if present:
-                why = "is not allowed in N-CREATE" if create else "may not be changed by Update (N-SET)"
-                out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} {why}", "0105"))
+        t = s.t
+        if not present and s.skip_absent:
             continue
-        if t in ("3", "-", "2C") and not present:
+        rule = s.rule
+        tag = s.tag
+        if t == "NA":
+            why = "is not allowed in N-CREATE" if create else "may not be changed by Update (N-SET)"
+            out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} {why}", "0105"))
             continue
         # PS3.4 Table CC.2.5-2b prints N-SET 1/1 for the value attributes of a content item
         # (DateTime, Date, ... Numeric Value), but each row's remark keeps "Required if Value
         # Type (0040,A040) is ...": an item carries the one value its Value Type names.
-        conditional = t == "1C" or (t == "1" and rule.condition.startswith("when="))
-        if conditional:
+        if s.conditional:
             holds = groups.get(rule.condition, ...)
             if holds is ...:
-                holds = _holds(rule, ds, rules, ancestors)
-                if rule.condition.startswith("oneof"):
+                holds = _cond_holds(s.cond, ds, ancestors)
+                if s.oneof:
                     groups[rule.condition] = holds
             required = holds is True
         else:
             required = t == "1"
-        if required and not dj.has_value(el):
-            if rule.condition.startswith("oneof"):
+        if required and not has_value(el):
+            if s.oneof:
                 if rule.condition in reported_groups:
                     continue
                 reported_groups.add(rule.condition)
@@ -262,14 +364,15 @@ def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: M
                                             else f"{rule.name} must have a value (type 1)",
                                             "0120" if not present else "0121"))
             continue
-        if not create and present and usage.scp == "1" and not dj.has_value(el):
+        if not present:
+            if t == "2" and create and not parent_added:
+                ds[s.key] = dj.element(rule.vrs[0])
+                out.added.append(format_path(path + (tag,)))
+            continue
+        if not create and s.scp_keeps and not has_value(el):
             out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} cannot be emptied: the SCP must keep a value", "0121"))
             continue
-        if t == "2" and not present and create and not parent_added:
-            ds[k] = dj.element(rule.vrs[0])
-            out.added.append(format_path(path + (tag,)))
-            continue
-        if present and rule.is_sequence and isinstance(el, dict):
+        if rule.is_sequence and isinstance(el, dict):
             values = el.get("Value")
             if not isinstance(values, list):
                 continue

@@ -165,10 +165,49 @@ def check_inline_binary(text: Any) -> str | None:
     return None
 
 
+# Values the full check certainly accepts, recognised by one regular expression: the
+# common case (printable ASCII within the length limit) costs one C-level match instead of
+# the rule-by-rule walk of ``check_string``. Anything else — a longer, non-ASCII or
+# malformed value — takes the full check, which is the one that words the message. Each
+# pattern accepts a subset of what ``check_string`` accepts (tests/test_validation.py
+# checks that on generated values).
+_PRINTABLE_NO_BACKSLASH = r"[\x20-\x5b\x5d-\x7e]"
+_FAST_VALID: dict[str, re.Pattern[str]] = {
+    "CS": re.compile(r"[A-Z0-9_ ]{0,16}"),
+    "SH": re.compile(_PRINTABLE_NO_BACKSLASH + "{0,16}"),
+    "LO": re.compile(_PRINTABLE_NO_BACKSLASH + "{0,64}"),
+    "UC": re.compile(_PRINTABLE_NO_BACKSLASH + "*"),
+    "ST": re.compile(r"[\x20-\x7e\t\n\r]{0,1024}"),
+    "LT": re.compile(r"[\x20-\x7e\t\n\r]{0,10240}"),
+    "UT": re.compile(r"[\x20-\x7e\t\n\r]*"),
+    "UR": re.compile(r"[\x21-\x7e]*"),
+    "UI": re.compile(r"(?=[0-9.]{1,64}$)(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*"),
+    "DS": re.compile(r"(?=[ +\-0-9.eE]{1,16}$) *[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)? *"),
+    "IS": re.compile(r"(?=[ +\-0-9]{1,12}$) *[+-]?[0-9]{1,9} *"),
+    "AS": re.compile(r"[0-9]{3}[DWMY]"),
+    "AT": re.compile(r"[0-9A-Fa-f]{8}"),
+}
+
+
+def fast_valid(vr: str, value: str) -> bool:
+    """True only if ``check_string(vr, value)`` would accept ``value`` (False = ask it)."""
+    pattern = _FAST_VALID.get(vr)
+    return pattern is not None and pattern.fullmatch(value) is not None
+
+
 @functools.cache
 def checker(vr: str) -> Callable[[Any], str | None]:
     """``check_value`` bound to one VR, with a fast path for the common case of a string
     value of a string VR (the validation engine calls it for every value of a dataset)."""
+    fast = _FAST_VALID.get(vr)
+    if fast is not None:
+        match = fast.fullmatch
+
+        def check_fast(value: Any) -> str | None:
+            if type(value) is str and match(value) is not None:
+                return None
+            return check_value(vr, value)
+        return check_fast
     if vr in STRING_RULES and vr not in ("DS", "IS"):
         def check_str(value: Any) -> str | None:
             if type(value) is str:

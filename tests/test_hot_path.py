@@ -1,0 +1,76 @@
+"""The hot-path shortcuts keep the behaviour of what they replace: the per-request log
+line (ups_server.logs) and the Redis connection (ups_server.redisconn)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+
+import orjson
+import structlog
+
+from tests.servers import RedisProcess
+from ups_server import logs, redisconn
+
+
+def test_request_line_is_the_structlog_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    fields = {"method": "PUT", "path": "/workitems/1.2/state", "status": 409, "ms": 0.42,
+              "request_id": "abc", "workitem": "1.2", "outcome": "C301:missing"}
+    lean, chain = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stdout", lean)
+    logs.configure(True, "info")
+    structlog.contextvars.bind_contextvars(replica="r1")
+    try:
+        logs.request_line(dict(fields))
+        monkeypatch.setattr("sys.stdout", chain)
+        logs.configure(True, "info")
+        structlog.reset_defaults()
+        logs.configure(True, "info")
+        structlog.get_logger("x").info("request", **fields)
+    finally:
+        structlog.contextvars.clear_contextvars()
+        logs.configure(True, "info")
+    a, b = orjson.loads(lean.getvalue()), orjson.loads(chain.getvalue())
+    assert lean.getvalue().count("\n") == 1 and a["replica"] == "r1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", a["timestamp"])
+    a.pop("timestamp"), b.pop("timestamp")
+    assert a == b and list(a) == list(b)
+
+
+def test_request_line_follows_the_level(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    try:
+        logs.configure(True, "warning")
+        logs.request_line({"status": 200})
+        assert out.getvalue() == ""
+    finally:
+        logs.configure(True, "info")
+
+
+def test_redis_connection_packs_and_sends_like_redis_py(redis_proc: RedisProcess) -> None:
+    async def run() -> None:
+        r = redisconn.from_url(redis_proc.url)
+        try:
+            big = b"\x00\xff" * 300_000  # above the transport's high-water mark
+            await r.set("hp:big", big)
+            assert await r.get("hp:big") == big
+            await r.hset("hp:h", mapping={"s": "é", "i": 7, "f": 0.1, "b": b"x"})
+            assert await r.hgetall("hp:h") == {b"s": "é".encode(), b"i": b"7", b"f": b"0.1", b"b": b"x"}
+            pipe = r.pipeline(transaction=True)
+            pipe.incr("hp:n")
+            pipe.incr("hp:n")
+            assert await pipe.execute() == [1, 2]
+            assert (await r.execute_command("CONFIG GET", "maxmemory"))  # a name holding a space
+            try:
+                await r.set("hp:x", True)  # type: ignore[arg-type]
+            except Exception as exc:
+                assert "bool" in str(exc)
+            else:
+                raise AssertionError("redis-py refuses bool arguments")
+            await r.delete("hp:big", "hp:h", "hp:n")
+        finally:
+            await r.aclose()
+
+    asyncio.run(run())

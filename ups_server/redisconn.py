@@ -1,0 +1,88 @@
+"""The Redis client the Task Manager uses: redis.asyncio, its commands packed by hiredis and
+sent without a task per command.
+
+redis-py's asyncio connections pack every command in Python, argument by argument, growing
+one buffer (``Connection.pack_command``). A commit sends ~30 arguments, two of them several
+kilobytes (the workitem and its projection), so packing was a fifth of a claim's CPU.
+hiredis (already the reply parser) packs the same RESP bytes in C; redis-py's synchronous
+client does exactly this when hiredis is installed (``HiredisRespSerializer``). Everything
+else about the connection — timeouts, retries, health checks — is redis-py's own.
+
+Sending: with a socket timeout (redis-py's default is 5 s) each send runs inside
+``asyncio.wait_for``, which on Python 3.11 creates and schedules a task per command — a
+quarter of a GET's CPU. A send only ever waits when the transport's buffer is above its
+high-water mark (``StreamWriter.drain``); below it, the bytes are handed to the transport
+and there is nothing to time out. So the timeout is kept for that case only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError, TimeoutError
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py works too
+    _hiredis_pack = None
+
+
+class HiredisPacking:
+    """Connection mixin: ``pack_command`` by hiredis for the argument types it encodes
+    exactly as redis-py does (bytes, str as UTF-8, int, float by repr); anything else —
+    and a command name holding spaces, which redis-py splits — goes to redis-py. And
+    ``send_packed_command`` without ``wait_for`` when the write cannot block."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if _hiredis_pack is not None and type(args[0]) is str and " " not in args[0]:
+            for a in args:
+                t = type(a)
+                if t is not bytes and t is not str and t is not int and t is not float:
+                    break
+            else:
+                return [_hiredis_pack(args)]
+        return super().pack_command(*args)  # type: ignore[misc]
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        writer = self._writer  # type: ignore[attr-defined]
+        if (not self.socket_timeout or not self.is_connected  # type: ignore[attr-defined]
+                or (check_health and self.health_check_interval) or writer is None  # type: ignore[attr-defined]
+                or writer.transport.is_closing()):
+            return await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        try:
+            if isinstance(command, str):
+                command = command.encode()
+            if isinstance(command, bytes):
+                command = [command]
+            writer.writelines(command)
+            transport = writer.transport
+            if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                await asyncio.wait_for(writer.drain(), self.socket_timeout)  # type: ignore[attr-defined]
+        except asyncio.TimeoutError:
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise TimeoutError("Timeout writing to socket") from None
+        except OSError as e:
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            err_no, errmsg = ("UNKNOWN", e.args[0]) if len(e.args) == 1 else (e.args[0], e.args[1])
+            raise ConnectionError(f"Error {err_no} while writing to socket. {errmsg}.") from e
+        except BaseException:
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise
+
+
+@cache
+def _with_packing(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    return type(f"Hiredis{cls.__name__}", (HiredisPacking, cls), {})
+
+
+def from_url(url: str) -> Redis:
+    """``Redis.from_url(url)``, its connections (TCP, TLS or Unix socket, as the URL says)
+    packing commands with hiredis."""
+    redis = Redis.from_url(url)
+    pool = redis.connection_pool
+    pool.connection_class = _with_packing(pool.connection_class)
+    return redis
