@@ -234,7 +234,7 @@ class Job:
         """No Output Destination and no default: store where the inputs came from."""
         current = wi.roles(doc).get("current")
         if current is None or not current.retrieve_url:
-            raise StoreError("no STOW-RS destination: the workitem names none and AIW_STOW_URL is not set")
+            raise StoreError("no STOW-RS destination: the workitem names none and AIW_STOW_URL is not set", url="")
         return parse_retrieve_url(current.retrieve_url)[0]
 
     def _retrieve(self, model: Model, doc: dict[str, Any], tmp: Path) -> dict[str, list[Path]]:
