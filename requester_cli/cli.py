@@ -167,16 +167,19 @@ def watch_orthanc(
     from_start: bool = typer.Option(False, "--from-start", help="first run: handle Orthanc's whole change "
                                     "history (default: start at the present)"),
     once: bool = typer.Option(False, "--once", help="handle what is new, then exit"),
+    early: bool = typer.Option(True, "--early/--no-early", help="create INCOMPLETE workitems when a series "
+                               "starts arriving (READY once the study is stable)"),
     templates: Optional[Path] = TEMPLATES,
 ) -> None:
-    """Follow Orthanc's change feed: each StableStudy → the workitems its procedures call for."""
+    """Follow Orthanc's change feed: each StableStudy → the workitems its procedures call for
+    (and, with --early, INCOMPLETE ones as soon as its series arrive)."""
     from requester_cli.watch_orthanc import OrthancWatcher
 
     found = _templates(templates)
 
     async def work() -> None:
         async with Qido(pacs or orthanc.rstrip("/") + "/dicom-web") as qido, UpsClient(server) as ups:
-            w = OrthancWatcher(orthanc, qido, ups, found, state, from_start=from_start, report=_say)
+            w = OrthancWatcher(orthanc, qido, ups, found, state, from_start=from_start, report=_say, early=early)
             if once:
                 await w.poll_once()
             else:

@@ -57,9 +57,11 @@ class Result:
 
 
 async def make_workitems(qido: Qido, ups: UpsClient, templates: Sequence[ProcedureTemplate], study_uid: str, *,
-                         readiness: str = "READY", report: Report = lambda s: None) -> list[Result]:
+                         readiness: str = "READY", report: Report = lambda s: None,
+                         quiet_skip: bool = False) -> list[Result]:
     """One workitem per procedure the study fits (its series match the input rules). The
-    study is read once; PACS or Task Manager errors propagate (the caller retries later)."""
+    study is read once; PACS or Task Manager errors propagate (the caller retries later).
+    ``quiet_skip``: a procedure the study does not fit (yet) is not reported."""
     extra = sorted({r.attribute for t in templates for r in t.stat})
     study, instances = await rq.read_study(qido, study_uid, extra)
     results = []
@@ -68,7 +70,8 @@ async def make_workitems(qido: Qido, ups: UpsClient, templates: Sequence[Procedu
             p = await rq.plan_from(qido, template, study, instances, readiness=readiness,
                                    with_prior=template.inputs.prior == "optional")
         except NoMatchingSeries as exc:
-            results.append(Result(template.name, "skipped", None, str(exc)))
+            if not quiet_skip:
+                results.append(Result(template.name, "skipped", None, str(exc)))
             continue
         out = await (rq.ensure(ups, p) if readiness == "READY" else rq.create(ups, p))
         why = f" [{p.priority}: {p.stat}]" if p.stat else ""

@@ -6,6 +6,12 @@ to the state file after each change, so a restart resumes right after it: nothin
 missed, and a change handled just before a crash (cursor not yet written) is handled
 again harmlessly (the workitem UID is per study and procedure; the server says 409).
 
+Early workitems: a NewSeries change (a series started arriving) makes the study's workitems
+INCOMPLETE with the instances there so far, where the template's input rules already hold
+(a workitem is only useful early if its inputs are mostly known); StableStudy then gives
+them the complete inputs and READY. Nothing is lost when the early step finds too little:
+StableStudy creates the workitem READY.
+
 A change whose study cannot be handled *now* (PACS or Task Manager unreachable) stops
 the pass without advancing the cursor: it is retried on the next pass. A study that
 cannot be handled *ever* (deleted, no matching series) is reported and passed over.
@@ -28,7 +34,8 @@ from upsrs.client import BadRequest, UpsClient
 
 class OrthancWatcher:
     def __init__(self, orthanc_url: str, qido: Qido, ups: UpsClient, templates: Sequence[ProcedureTemplate],
-                 state_path: Path, *, from_start: bool = False, report: Report = print, batch: int = 100):
+                 state_path: Path, *, from_start: bool = False, report: Report = print, batch: int = 100,
+                 early: bool = True):
         self.url = orthanc_url.rstrip("/")
         self.qido = qido
         self.ups = ups
@@ -37,6 +44,7 @@ class OrthancWatcher:
         self.from_start = from_start
         self.report = report
         self.batch = batch
+        self.early = early
         self.http = qido.http
         self.state = load_state(state_path, {"orthanc": self.url, "last": None})
         self.latencies: list[float] = []  # seconds from seeing StableStudy to workitem created
@@ -73,7 +81,15 @@ class OrthancWatcher:
             page = await self._json("/changes", since=since, limit=self.batch)
             for change in page.get("Changes", []):
                 seq = int(change["Seq"])
-                if change.get("ChangeType") == "StableStudy":
+                if change.get("ChangeType") == "NewSeries" and self.early:
+                    try:
+                        series = await self._json(f"/series/{change['ID']}")
+                        uid = await self.study_uid(series["ParentStudy"])
+                        results += await make_workitems(self.qido, self.ups, self.templates, uid,
+                                                        readiness="INCOMPLETE", report=self.report, quiet_skip=True)
+                    except (StudyNotFound, BadRequest) as exc:  # gone already, or refused: StableStudy decides
+                        self.report(f"no early workitem for change {seq}: {exc}")
+                elif change.get("ChangeType") == "StableStudy":
                     seen = time.perf_counter()
                     try:
                         uid = await self.study_uid(change["ID"])

@@ -91,6 +91,33 @@ def test_watch_orthanc_one_workitem_per_stable_study_and_resumes(orthanc: tortha
     assert json.loads(state.read_text())["last"] > cursor["last"]
 
 
+def test_watch_orthanc_incomplete_while_arriving_then_ready(orthanc: torthanc.Orthanc, server: str,
+                                                             tmp_path: Path) -> None:
+    """NewSeries → an INCOMPLETE workitem with the instances so far; StableStudy → the same
+    workitem, READY, with every instance."""
+    state = tmp_path / "cursor.json"
+    watch_orthanc(orthanc, server, state)  # start at the present
+    d = synthetic.make_study(204, **SHAPE)
+    half = len(d.flair.datasets) // 2
+    text = tpl.SAMPLE.read_text().replace("min_instances = 8 ", f"min_instances = {half} ")
+    (tmp_path / "t.toml").write_text(text)
+    store_instances(orthanc.dicomweb_url, d.flair.datasets[:half])
+    r = watch_orthanc(orthanc, server, state, "--templates", str(tmp_path / "t.toml"))
+    uid = workitem_uid(d.study_uid, CODE)
+    assert f"created {uid} study {d.study_uid} procedure flair-lesions inputs INCOMPLETE" in r.stdout
+    (wi,) = workitems_of(server, d.study_uid)
+    inputs = dj.items(dj.items(wi, 0x00404021)[0], 0x00081199)
+    assert dj.first(wi, 0x00404041) == "INCOMPLETE" and len(inputs) == half
+
+    store_instances(orthanc.dicomweb_url, d.flair.datasets[half:])
+    wait_stable(orthanc, d.study_uid)
+    r = watch_orthanc(orthanc, server, state, "--templates", str(tmp_path / "t.toml"))
+    assert f"readied {uid}" in r.stdout, r.stdout
+    (wi,) = workitems_of(server, d.study_uid)
+    inputs = dj.items(dj.items(wi, 0x00404021)[0], 0x00081199)
+    assert dj.first(wi, 0x00404041) == "READY" and len(inputs) == len(d.flair.datasets)
+
+
 def test_watch_orthanc_reports_unreachable_and_keeps_cursor(server: str, tmp_path: Path) -> None:
     state = tmp_path / "cursor.json"
     state.write_text(json.dumps({"last": 7}))
