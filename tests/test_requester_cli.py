@@ -267,3 +267,32 @@ def test_list_show_cancel_follow(orthanc: torthanc.Orthanc, server: str) -> None
     assert dj.first(retrieve(server, uid), 0x00741000) == "CANCELED"
     missing = cli("show", "1.2.3.999", "--server", server)
     one_line_error(missing, "HTTP 404")
+
+
+def test_follow_and_show_a_completed_workitem_list_its_results(server: str) -> None:
+    """What a requester sees once the AI is done: the outputs as links and the parameters
+    the performer actually used."""
+    from tests import factory as f
+    from upsrs.uids import new_uid
+
+    uid, tuid, study, series = new_uid(), new_uid(), new_uid(), new_uid()
+    http = httpx.Client(base_url=server, headers={"content-type": "application/dicom+json"}, timeout=10)
+    assert http.post(f"/workitems?{uid}", json=f.workitem(study_uid=study)).status_code == 201
+    assert http.put(f"/workitems/{uid}/state", json=f.state("IN PROGRESS", tuid)).status_code == 200
+    url = f"http://pacs.example/dicom-web/studies/{study}/series/{series}"
+    output = {"0040E020": f.v("CS", "DICOM"), "0020000D": f.v("UI", study), "0020000E": f.v("UI", series),
+              "00081199": f.sq({"00081150": f.v("UI", "1.2.840.10008.5.1.4.1.1.66.4"), "00081155": f.v("UI", new_uid())}),
+              "0040E025": f.sq({"00081190": f.v("UR", url)})}
+    done = f.performed(outputs=[output])
+    done["00741216"]["Value"][0]["00741212"] = f.sq({
+        "0040A040": f.v("CS", "NUMERIC"), "0040A043": f.sq(f.code("min_lesion_mm3", "99AIW", "Minimum lesion volume")),
+        "0040A30A": f.v("DS", "25"), "004008EA": f.sq(f.code("mm3", "UCUM", "cubic millimeter"))})
+    assert http.post(f"/workitems/{uid}?{tuid}", json=done).status_code == 200
+    assert http.put(f"/workitems/{uid}/state", json=f.state("COMPLETED", tuid)).status_code == 200
+
+    followed = cli("follow", uid, "--server", server, "--timeout", "20")
+    assert followed.exit_code == 0, followed.output
+    assert "final state: COMPLETED" in followed.stdout
+    assert url in followed.stdout and "performed with Minimum lesion volume = 25 mm3" in followed.stdout
+    shown = cli("show", uid, "--server", server)
+    assert shown.exit_code == 0 and url in shown.stdout
