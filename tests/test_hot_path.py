@@ -74,3 +74,53 @@ def test_redis_connection_packs_and_sends_like_redis_py(redis_proc: RedisProcess
             await r.aclose()
 
     asyncio.run(run())
+
+
+def test_direct_commands_survive_errors_drops_and_cancellation(redis_proc: RedisProcess) -> None:
+    """``redisconn.Direct``: replies and error replies as redis-py gives them, a killed
+    connection retried by redis-py, a script Redis lost loaded again, and a command
+    cancelled with its reply in flight never leaving that reply to the next command."""
+    async def run() -> None:
+        r = redisconn.from_url(redis_proc.url)
+        direct = redisconn.Direct(r)
+        try:
+            await r.hset("dc:h", mapping={"a": "1", "b": b"\x00\xff"})
+            assert await direct("HMGET", "dc:h", "a", "b", "c") == [b"1", b"\x00\xff", None]
+            assert await direct("HGET", "dc:h", "a") == b"1"
+            assert len(direct.idle) == 1
+            try:
+                await direct("HGET", "dc:h")  # wrong arity: an error reply
+            except redisconn.ResponseError as exc:
+                assert "wrong number" in str(exc)
+            else:
+                raise AssertionError("an error reply is raised")
+            assert len(direct.idle) == 1 and await direct("HGET", "dc:h", "a") == b"1"  # still usable
+
+            await r.client_kill_filter(_type="normal", skipme=True)  # the kept connection dies
+            assert await direct("HGET", "dc:h", "b") == b"\x00\xff"  # retried on a new one
+
+            script = r.register_script("return {KEYS[1], ARGV[1]}")
+            assert await direct.script(script, ["k"], ["v"]) == [b"k", b"v"]
+            await r.script_flush()
+            assert await direct.script(script, ["k2"], [7]) == [b"k2", b"7"]  # loaded again
+
+            await r.set("dc:slow", "x")
+            slow = r.register_script("local t = redis.call('TIME'); while true do local n = redis.call('TIME');"
+                                     " if (n[1] - t[1]) * 1000000 + n[2] - t[2] > 200000 then return 'late' end end")
+            await r.script_load(slow.script)
+            task = asyncio.ensure_future(direct("EVALSHA", slow.sha, 0))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            await asyncio.sleep(0.3)
+            for _ in range(5):  # whichever connection comes next reads its own reply
+                assert await direct("HGET", "dc:h", "a") == b"1"
+        finally:
+            await direct.aclose()
+            await r.delete("dc:h", "dc:slow")
+            await r.aclose()
+
+    asyncio.run(run())

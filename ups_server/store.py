@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import orjson
 from redis.asyncio import Redis
 
+from ups_server.redisconn import Direct
+
 EXISTS, MISSING, CONFLICT, STALE = -1, -2, -3, -4
 
 
@@ -63,6 +65,7 @@ def _script(name: str) -> str:
 class WorkitemStore:
     def __init__(self, redis: Redis, prefix: str = "aiw:", events_maxlen: int = 1_000_000):
         self.redis = redis
+        self.direct = Direct(redis)  # the per-request commands, without execute_command's overhead
         self.prefix = prefix
         self.events_maxlen = events_maxlen
         self._commit = redis.register_script(_script("commit.lua"))
@@ -78,14 +81,14 @@ class WorkitemStore:
         return f"{self.prefix}wi:{uid}"
 
     async def get(self, uid: str) -> Record | None:
-        doc, state, tuid, ver, seq, ix = await self.redis.hmget(self.wi_key(uid), "doc", "state", "tuid", "ver", "seq", "ix")
+        doc, state, tuid, ver, seq, ix = await self.direct("HMGET", self.wi_key(uid), "doc", "state", "tuid", "ver", "seq", "ix")
         if doc is None:
             return None
         return Record(uid, doc, state.decode(), (tuid or b"").decode(), ver.decode(), int(seq),
                       orjson.loads(ix) if ix else [])
 
     async def get_doc(self, uid: str) -> bytes | None:
-        return await self.redis.hget(self.wi_key(uid), "doc")
+        return await self.direct("HGET", self.wi_key(uid), "doc")
 
     async def get_docs(self, uids: Sequence[str], field: str = "doc") -> list[bytes | None]:
         """``field`` (the dataset, or ``proj`` its default search projection) of many
@@ -121,7 +124,7 @@ class WorkitemStore:
         for aet, code in (subscribers or {}).items():
             args += [aet, code]
         args.append(repr(time.time()))
-        res = await self._commit(keys=keys, args=args)
+        res = await self.direct.script(self._commit, keys, args)
         code = int(res[0])
         if code == EXISTS:
             raise AlreadyExists(uid)
@@ -160,8 +163,8 @@ class WorkitemStore:
         if start_range is not None:
             low = "" if start_range[0] is None else repr(start_range[0])
             high = "" if start_range[1] is None else repr(start_range[1])
-        res = await self._search(keys=[scratch, scratch + ":r", self.k_start, self.k_all, *index_keys],
-                                 args=[low, high, offset, count, field, self.prefix])
+        res = await self.direct.script(self._search, [scratch, scratch + ":r", self.k_start, self.k_all, *index_keys],
+                                       [low, high, offset, count, field, self.prefix])
         if not field:
             return int(res[0]), [(u.decode(), None) for u in res[1:]]
         return int(res[0]), [(res[i].decode(), res[i + 1] or None) for i in range(1, len(res), 2)]
