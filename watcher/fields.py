@@ -164,18 +164,24 @@ def summary(ds: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _reference(item: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """An item of the Referenced Instances and Access macro (inputs and outputs alike):
+    its study, series, instance count and WADO-RS URL, and the SOP classes it lists."""
+    sops = dj.items(item, REF_SOP_SEQ)
+    return {
+        "study_uid": text(dj.first(item, STUDY_UID)),
+        "series_uid": text(dj.first(item, SERIES_UID)),
+        "instances": len(sops),
+        "url": text(next((dj.first(w, RETRIEVE_URL) for w in dj.items(item, WADO_SEQ)), "")),
+    }, [text(dj.first(s, REF_SOP_CLASS)) for s in sops]
+
+
 def inputs(ds: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for item in dj.items(ds, INPUT_SEQ):
-        sops = dj.items(item, REF_SOP_SEQ)
-        classes = [text(dj.first(s, REF_SOP_CLASS)) for s in sops]
-        out.append({
-            "study_uid": text(dj.first(item, STUDY_UID)),
-            "series_uid": text(dj.first(item, SERIES_UID)),
-            "instances": len(sops),
-            "modalities": sorted({MODALITY_BY_SOP_CLASS.get(c, "") for c in classes} - {""}),
-            "url": text(next((dj.first(w, RETRIEVE_URL) for w in dj.items(item, WADO_SEQ)), "")),
-        })
+        ref, classes = _reference(item)
+        ref["modalities"] = sorted({MODALITY_BY_SOP_CLASS.get(c, "") for c in classes} - {""})
+        out.append(ref)
     return out
 
 
@@ -184,15 +190,9 @@ def outputs(ds: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for performed in dj.items(ds, PERFORMED_SEQ):
         for item in dj.items(performed, OUTPUT_SEQ):
-            sops = dj.items(item, REF_SOP_SEQ)
-            classes = [text(dj.first(s, REF_SOP_CLASS)) for s in sops]
-            out.append({
-                "study_uid": text(dj.first(item, STUDY_UID)),
-                "series_uid": text(dj.first(item, SERIES_UID)),
-                "instances": len(sops),
-                "kinds": sorted({MODALITY_BY_SOP_CLASS.get(c, c) for c in classes}),
-                "url": text(next((dj.first(w, RETRIEVE_URL) for w in dj.items(item, WADO_SEQ)), "")),
-            })
+            ref, classes = _reference(item)
+            ref["kinds"] = sorted({MODALITY_BY_SOP_CLASS.get(c, c) for c in classes})
+            out.append(ref)
     return out
 
 
