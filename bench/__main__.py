@@ -4,6 +4,7 @@
     python -m bench --only lifecycle       # one benchmark (repeatable: --only search --only memory)
     python -m bench --only events          # event lag (1/100/1,000 subscribers) and recovery
     python -m bench --quick                # smoke run with small sizes (~2½ minutes)
+    python -m bench --only performer       # performer end to end with Orthanc (~10 min; not in the default run)
     python -m bench --json out.json --markdown out.md
     python -m bench --only lifecycle --profile /tmp/prof   # py-spy the server per phase (pip install py-spy)
 
@@ -49,8 +50,8 @@ def _profile_hook(out_dir: Path):  # type: ignore[no-untyped-def]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", action="append", choices=["lifecycle", "search", "memory", "events"],
-                    help="run only this benchmark (repeatable); default: all")
+    ap.add_argument("--only", action="append", choices=["lifecycle", "search", "memory", "events", "performer"],
+                    help="run only this benchmark (repeatable); default: all but performer")
     ap.add_argument("--quick", action="store_true", help="small sizes and short phases: a smoke run")
     ap.add_argument("--duration", type=float, help="seconds per throughput phase (default 5, quick 1.5)")
     ap.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
@@ -112,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
             res = events.run(pool, counts=counts, recovery_n=counts[-1], profile_hook=hook, **kw)
             results["events"] = res
             md += ["## Events", "", events.markdown(res), ""]
+        if "performer" in which:
+            from bench import performer
+
+            print("## 5. performer end to end", flush=True)
+            res = performer.run(quick=a.quick)
+            results["performer"] = res
+            md += ["## Performer end to end", "", performer.markdown(res), ""]
     finally:
         pool.close()
     text = "\n".join(md)
