@@ -155,16 +155,37 @@ def load_series(items: Sequence[Dataset | str | Path], *,
     for ds in datasets:
         _check_usable(ds, modality)
     series = str(datasets[0].SeriesInstanceUID)
-    stacked = _check_stack(datasets, series)
+    # highdicom's volumes are right-handed in (slice, row, column) index order: the slice
+    # axis runs against the normal (row direction x column direction), so the stack goes
+    # from the highest position along the normal down
+    stacked = _check_stack(datasets, series)[::-1]
+    return _volume(stacked, series), stacked
+
+
+def _volume(stacked: Sequence[Dataset], series: str) -> hd.Volume:
+    """The volume of a checked stack, in volume order. ``_check_stack`` has verified everything highdicom's
+    ``get_volume_from_series`` would (it builds and checks an ``hd.Image`` per instance:
+    ~1.4 s for 160 slices, most of a job's volume stage), so the affine comes from the
+    first slice's Image Plane attributes and the stack's spacing, and the voxels are the
+    stored values through each slice's Modality LUT (rescale slope and intercept)."""
+    first, last = stacked[0], stacked[-1]
+    iop = [float(v) for v in first.ImageOrientationPatient]
+    normal = np.cross(iop[:3], iop[3:])
+    spacing = float((np.array(first.ImagePositionPatient, float) - np.array(last.ImagePositionPatient, float))
+                    @ normal) / (len(stacked) - 1)
+    array = np.empty((len(stacked), int(first.Rows), int(first.Columns)), dtype=np.float32)
     try:
-        volume = hd.get_volume_from_series(stacked, dtype=np.float32, atol=SPACING_TOLERANCE_MM,
-                                           orientation_tol=ORIENTATION_TOLERANCE)
-    except ValueError as exc:  # our checks should have said it more clearly; still a set problem
-        raise UnusableInput("110523", f"series {series}: cannot build a volume: {exc}") from exc
-    # highdicom may reverse the stack to make the grid right-handed; report its order
-    inv = volume.inverse_affine
-    index = [float((inv @ np.array([*map(float, ds.ImagePositionPatient), 1.0]))[0]) for ds in stacked]
-    return volume, [ds for _, ds in sorted(zip(index, stacked), key=lambda t: t[0])]
+        for k, ds in enumerate(stacked):
+            array[k] = ds.pixel_array
+            slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+            if slope != 1.0 or intercept != 0.0:
+                array[k] = array[k] * slope + intercept
+    except (ValueError, RuntimeError, NotImplementedError) as exc:  # undecodable pixel data
+        raise UnusableInput("110522", f"series {series}: pixel data cannot be decoded: {exc}") from exc
+    return hd.Volume.from_attributes(array=array, image_position=[float(v) for v in first.ImagePositionPatient],
+                                     image_orientation=iop, pixel_spacing=[float(v) for v in first.PixelSpacing],
+                                     spacing_between_slices=spacing, coordinate_system="PATIENT",
+                                     frame_of_reference_uid=str(first.FrameOfReferenceUID))
 
 
 # --------------------------------------------------------------------------- NIfTI
