@@ -66,7 +66,7 @@ from rq.worker import Worker
 
 from bench import SERVER_ENV
 from tests.orthanc import INSTALL_HINT, Orthanc, orthanc_available, start_orthanc
-from tests.servers import REPO, RedisProcess, ServerProcess, start_redis, start_server, wait_until
+from tests.servers import REPO, RedisProcess, ServerProcess, descendants, start_redis, start_server, wait_until
 
 STAGES = ("claim", "retrieve", "volume", "model", "encode", "store", "complete")
 DATA = ("retrieve", "volume", "encode", "store")  # moving and converting the images, not orchestration
@@ -84,20 +84,6 @@ PRELOAD = ("import sys; from performers.settings import PerformerSettings; impor
 
 
 # ---------------------------------------------------------------------- processes
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def _stop_tree(proc: subprocess.Popen, grace: float = 15.0) -> None:
@@ -105,7 +91,7 @@ def _stop_tree(proc: subprocess.Popen, grace: float = 15.0) -> None:
     work horse sits in a process group of its own)."""
     if proc.poll() is not None:
         return
-    kids = _descendants(proc.pid)
+    kids = descendants(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -114,7 +100,7 @@ def _stop_tree(proc: subprocess.Popen, grace: float = 15.0) -> None:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
         pass
-    for pid in [*kids, *_descendants(proc.pid)]:
+    for pid in [*kids, *descendants(proc.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

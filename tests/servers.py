@@ -127,3 +127,21 @@ def wait_healthy(proc: subprocess.Popen, url: str, what: str, log: Path) -> None
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
 
     wait_until(up, what=what)
+
+
+def descendants(pid: int) -> list[int]:
+    """Child processes of ``pid`` at any depth, from /proc (rq's work horses run in process
+    groups of their own, so killing a worker's group does not reach them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out

@@ -31,7 +31,7 @@ from performers.dicomweb import retrieve_series, store_instances
 from performers.volumes import load_series
 from requester_cli.builder import Procedure, build, study_from_datasets
 from tests.orthanc import Orthanc, orthanc_available, start_orthanc
-from tests.servers import REPO, RedisProcess, ServerProcess, start_server, wait_until
+from tests.servers import REPO, RedisProcess, ServerProcess, descendants, start_server, wait_until
 from upsrs import dicomjson as dj
 
 pytestmark = [pytest.mark.redis,
@@ -89,26 +89,11 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
-def _descendants(pid: int) -> list[int]:
-    """Child processes, at any depth (rq's work horse runs in a process group of its own)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def _crash(proc: subprocess.Popen) -> None:
     """kill -9 a worker with everything it started, as a machine that dies would."""
-    for pid in [proc.pid, *_descendants(proc.pid)]:
+    for pid in [proc.pid, *descendants(proc.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
