@@ -247,22 +247,7 @@ def _holds(rule: AttributeRule, ds: dj.Dataset, siblings: dict[int, AttributeRul
            ancestors: tuple[dj.Dataset, ...] = ()) -> bool | None:
     """Whether a conditional requirement applies: True/False, None if undecidable.
     ``ancestors`` are the enclosing items, innermost first (for ``when=^T:V``)."""
-    cond = _cond(rule, siblings)
-    if cond is None:
-        return None
-    if cond.kind == "oneof":
-        # "one of them shall be present" means present with a value (an empty Code Value
-        # is no code value: PS3.3 Table 8.8-1)
-        return not any(dj.has_value(ds.get(k)) for k in cond.keys)
-    if cond.kind == "when":
-        if cond.up:
-            if len(ancestors) < cond.up:
-                return None
-            ds = ancestors[cond.up - 1]
-        el = ds.get(cond.key)
-        v = el.get("Value") if isinstance(el, dict) else None
-        return bool(v) and isinstance(v, list) and v[0] == cond.value
-    return dj.has_value(ds.get(cond.keys[0]))
+    return _cond_holds(_cond(rule, siblings), ds, ancestors)
 
 
 @dataclass(frozen=True)
@@ -306,6 +291,8 @@ def _cond_holds(cond: _Cond | None, ds: dj.Dataset, ancestors: tuple[dj.Dataset,
     if cond is None:
         return None
     if cond.kind == "oneof":
+        # "one of them shall be present" means present with a value (an empty Code Value
+        # is no code value: PS3.3 Table 8.8-1)
         return not any(dj.has_value(ds.get(k)) for k in cond.keys)
     if cond.kind == "when":
         if cond.up:
