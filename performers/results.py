@@ -302,7 +302,7 @@ def _segmentation(source: Sequence[pydicom.Dataset], volume: hd.Volume, output: 
     labels = _on_source_grid(volume.with_array(label_map.astype(dtype, copy=False)), source)
     seg = hd.seg.Segmentation(
         source_images=list(source),
-        pixel_array=labels,
+        pixel_array=_frames_by_source(labels, source),
         segmentation_type=segmentation_type,
         segment_descriptions=[_segment_description(f, algorithm, output, tracking_uids[f.label])
                               for f in findings],
@@ -346,6 +346,24 @@ def _source_grid(source: Sequence[pydicom.Dataset]) -> hd.VolumeGeometry | None:
             frame_of_reference_uid=first.FrameOfReferenceUID)
     except AttributeError as exc:
         raise ValueError(f"source instance {first.SOPInstanceUID} lacks an Image Plane attribute: {exc}") from exc
+
+
+def _frames_by_source(labels: hd.Volume, source: Sequence[pydicom.Dataset]) -> hd.Volume | np.ndarray:
+    """The label map as one frame per source image, in the order of ``source``, when the
+    volume has exactly one slice on each source image: highdicom then takes each frame's
+    position from its source image (~0.2 s for 160 frames) instead of matching planes of a
+    volume against them (~1.1 s). Any other case keeps the volume, which highdicom maps."""
+    inverse = labels.inverse_affine
+    index = []
+    for ds in source:
+        at = inverse @ np.array([*map(float, ds.ImagePositionPatient), 1.0])
+        k = int(round(float(at[0])))
+        if abs(at[0] - k) > 1e-3 or abs(at[1]) > 1e-3 or abs(at[2]) > 1e-3:
+            return labels  # not on the grid's slice origins: let highdicom decide
+        index.append(k)
+    if sorted(index) != list(range(labels.spatial_shape[0])):
+        return labels
+    return labels.array[index]
 
 
 def _on_source_grid(labels: hd.Volume, source: Sequence[pydicom.Dataset]) -> hd.Volume:
