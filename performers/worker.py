@@ -42,7 +42,7 @@ def preload(settings: PerformerSettings) -> None:
     import httpx
 
     from performers.job import models
-    from upsrs.client import tls_context
+    from upsrs.http import tls_context
 
     models(tuple(settings.models), settings.external_models)
     httpx.AsyncClient(verify=tls_context())  # the first client imports httpx's transports (~0.14 s)

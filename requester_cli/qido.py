@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 import httpx
 
 from upsrs import dicomjson as dj
+from upsrs.http import HttpHolder
 
 Dataset = dict[str, Any]
 
@@ -42,25 +43,14 @@ class StudyNotFound(PacsError):
     pass
 
 
-class Qido:
+class Qido(HttpHolder):
     """``async with Qido("http://pacs/dicom-web") as q: ...`` — ``base`` is the DICOMweb
     service root (the URL before ``/studies``)."""
 
     def __init__(self, base: str, *, timeout: float = 30.0, http: httpx.AsyncClient | None = None,
                  headers: dict[str, str] | None = None):
+        super().__init__(http=http, timeout=timeout, headers=headers)
         self.base = base.rstrip("/")
-        self._own = http is None
-        self.http = http or httpx.AsyncClient(timeout=timeout, headers=headers or {})
-
-    async def __aenter__(self) -> "Qido":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._own:
-            await self.http.aclose()
 
     async def _get(self, path: str, params: Sequence[tuple[str, str]] = ()) -> list[Dataset]:
         url = f"{self.base}{path}"

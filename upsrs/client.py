@@ -10,8 +10,6 @@ object or an array of one (both occur in the field, spec digest sec. 7 row 14).
 from __future__ import annotations
 
 import re
-import ssl
-from functools import cache
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 from urllib.parse import quote
@@ -20,6 +18,7 @@ import httpx
 import orjson
 
 from upsrs import dicomjson as dj
+from upsrs.http import HttpHolder
 from upsrs.uids import FILTERED_GLOBAL_SUBSCRIPTION, GLOBAL_SUBSCRIPTION, new_uid
 
 DICOM_JSON = "application/dicom+json"
@@ -36,15 +35,6 @@ def warning_texts(response: httpx.Response) -> list[str]:
         m = _WARNING.match(value)
         out.append(m.group(1).strip().strip('"') if m else value)
     return out
-
-
-@cache
-def tls_context() -> ssl.SSLContext:
-    """One TLS context per process for every client: httpx otherwise builds one, loading
-    the whole CA bundle, for each client it makes (~0.17 s), even for http:// URLs."""
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
 
 
 class UpsError(Exception):
@@ -118,25 +108,14 @@ def _state_dataset(state: str, tuid: str | None) -> Dataset:
     return ds
 
 
-class UpsClient:
+class UpsClient(HttpHolder):
     """``async with UpsClient("http://host:8080") as ups: ...`` — the base URL is the
     service root (the URL before ``/workitems``)."""
 
     def __init__(self, base_url: str, *, http: httpx.AsyncClient | None = None, timeout: float = 30.0,
                  headers: Mapping[str, str] | None = None):
+        super().__init__(http=http, timeout=timeout, headers=headers)
         self.base_url = base_url.rstrip("/")
-        self._own = http is None
-        self.http = http or httpx.AsyncClient(timeout=timeout, headers=dict(headers or {}), verify=tls_context())
-
-    async def __aenter__(self) -> "UpsClient":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._own:
-            await self.http.aclose()
 
     def workitem_url(self, uid: str) -> str:
         return f"{self.base_url}/workitems/{uid}"
