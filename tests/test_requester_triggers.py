@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
 import tests.orthanc as torthanc
+from tests.requester_support import CODE, SHAPE, needs_orthanc, runner
 from performers import synthetic
 from performers.dicomweb import store_instances
 from requester_cli import templates as tpl
@@ -26,10 +26,7 @@ from tests.servers import wait_until
 from upsrs import dicomjson as dj
 from upsrs.client import UpsClient
 
-pytestmark = pytest.mark.skipif(not torthanc.orthanc_available(), reason=torthanc.INSTALL_HINT)
-SHAPE = dict(shape=(16, 16, 8), spacing=(2.0, 2.0, 4.0), n_lesions=1)
-CODE = ("AIW-FLAIR-LES", "99AIW", "FLAIR hyperintense lesion detection")
-runner = CliRunner()
+pytestmark = needs_orthanc
 
 
 @pytest.fixture(scope="module")
