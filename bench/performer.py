@@ -28,10 +28,11 @@ system clock. End to end splits exactly into:
   job end → COMPLETED     COMPLETED seen − ended_at (negative: the event arrives while the
                           horse is still finishing)
 
-Latency: 5 workitems one after another (after one warm-up), one worker, idle stack,
-alternating with 5 more on a worker that imports performers.job and loads the models
-before rq forks ("preloaded": not the product, a what-if for the import cost measured
-above); the worker is swapped before each workitem, so both variants see the same machine.
+Latency: 5 workitems one after another (after one warm-up), one worker, idle stack. With
+``--compare TREE`` (a source tree, e.g. ``git archive`` of an earlier commit), 5 more
+alternate with them on a worker run from that tree (its ``performers``, same stack and
+PACS); the worker is swapped before each workitem, so both columns see the same machine and
+a change to the performer is measured side by side.
 
 Throughput: 20 workitems of 20 distinct stored studies, created at once (concurrent
 POSTs over 8 connections); wall = first create sent → last COMPLETED seen; with 1 and 2
@@ -76,11 +77,6 @@ SHAPE = (256, 256, 160)
 QUICK_SHAPE = (96, 96, 40)
 TARGET_OVERHEAD_S = 1.5
 TARGET_RATIO = 1.6
-# What a worker would do if performers/worker.py imported the job module (and loaded the
-# models) before rq forks its work horses: the stock CLI otherwise.
-PRELOAD = ("import sys; from performers.settings import PerformerSettings; import performers.job as j; "
-           "s = PerformerSettings(); j.models(tuple(s.models), s.external_models); "
-           "from aiw.cli import app; sys.argv[0] = 'aiw'; app()")
 
 
 # ---------------------------------------------------------------------- processes
@@ -150,22 +146,24 @@ class Stack:
     def queue_redis(self) -> Redis:
         return Redis.from_url(self.env["AIW_QUEUE_URL"])
 
-    def _start(self, argv: list[str], name: str) -> subprocess.Popen:
+    def _start(self, argv: list[str], name: str, tree: Path | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")
-        return subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        env = self.env if tree is None else {**self.env, "PYTHONPATH": str(tree)}
+        return subprocess.Popen(argv, cwd=tree or REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
     def start_agent(self) -> None:
         self.agent = self._start([sys.executable, "-m", "aiw.cli", "performer", "agent"], "agent")
 
-    def set_workers(self, n: int, preload: bool = False) -> None:
-        """Exactly ``n`` fresh workers, registered on the queues before this returns."""
+    def set_workers(self, n: int, tree: Path | None = None) -> None:
+        """Exactly ``n`` fresh workers, registered on the queues before this returns; run
+        from the source tree ``tree`` instead of this one when given."""
         self.stop_workers()
         for _ in range(n):
             self.started += 1
             name = f"bench-w{self.started}-{os.getpid()}"
-            head = [sys.executable, "-c", PRELOAD] if preload else [sys.executable, "-m", "aiw.cli"]
-            self.workers.append(self._start([*head, "performer", "worker", "--name", name], f"worker{self.started}"))
+            argv = [sys.executable, "-m", "aiw.cli", "performer", "worker", "--name", name]
+            self.workers.append(self._start(argv, f"worker{self.started}", tree))
         with self.queue_redis() as r:
             def registered() -> bool:
                 for w in self.workers:
@@ -384,16 +382,16 @@ def _cpu_delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return d
 
 
-async def latency(b: Bench, pairs: list[tuple[bytes, bytes]], *, warmup: int,
-                  timeout: float) -> dict[str, list[dict[str, Any]]]:
-    """One workitem at a time, alternating a stock worker and a preloaded one (order
-    stock, preloaded, preloaded, stock, …) so both see the same machine."""
-    rows: dict[str, list[dict[str, Any]]] = {"stock": [], "preloaded": []}
+async def latency(b: Bench, pairs: list[tuple[bytes, bytes]], *, warmup: int, timeout: float,
+                  compare: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """One workitem at a time; with ``compare``, alternating a worker of this tree and one
+    of that tree (order this, compare, compare, this, …) so both see the same machine."""
+    rows: dict[str, list[dict[str, Any]]] = {"stock": [], "compare": []}
     for n, pair in enumerate(pairs):
-        kinds = ("stock", "preloaded") if n % 2 == 0 else ("preloaded", "stock")
+        kinds = ("stock",) if compare is None else ("stock", "compare") if n % 2 == 0 else ("compare", "stock")
         for kind in kinds:
             body = pair[0] if kind == "stock" else pair[1]
-            b.stack.set_workers(1, preload=kind == "preloaded")
+            b.stack.set_workers(1, compare if kind == "compare" else None)
             await _idle()
             cpu0 = b.stack.cpu()
             t0 = time.time()
@@ -450,27 +448,15 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "cpu_s": {k: stat([r["cpu"][k] for r in rows]) for k in rows[0]["cpu"]}}
 
 
-def _import_cost(env: dict[str, str], repeats: int = 3) -> dict[str, float]:
-    """What a fresh horse pays before Job.run: import of performers.job and the model
-    registry, in a fresh interpreter that has already imported what the rq worker has."""
-    code = ("import time, performers.worker, aiw.cli; t = time.perf_counter(); import performers.job as j; "
-            "t1 = time.perf_counter(); from performers.settings import PerformerSettings; s = PerformerSettings(); "
-            "j.models(tuple(s.models), s.external_models); t2 = time.perf_counter(); print(t1 - t, t2 - t1)")
-    imp, mod = [], []
-    for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                             check=True).stdout.split()
-        imp.append(float(out[0]))
-        mod.append(float(out[1]))
-    return {"import_job_s": statistics.median(imp), "load_models_s": statistics.median(mod)}
-
-
 def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
 def run(*, quick: bool = False, latency_n: int | None = None, throughput_n: int | None = None,
-        rounds: int | None = None, log: Any = print) -> dict[str, Any]:
+        rounds: int | None = None, compare: Path | None = None, latency_only: bool = False,
+        log: Any = print) -> dict[str, Any]:
+    """The latency (and, unless ``latency_only``, throughput) benchmark; ``compare``: a
+    source tree whose worker alternates with this tree's in the latency runs."""
     if not orthanc_available():
         return {"skipped": f"Orthanc with the DICOMweb plugin is not installed ({INSTALL_HINT})"}
     shape = QUICK_SHAPE if quick else SHAPE
@@ -490,32 +476,38 @@ def run(*, quick: bool = False, latency_n: int | None = None, throughput_n: int 
     try:
         log(f"  stack up: server {stack.server.url}, Orthanc {stack.pacs.url}, logs {stack.tmp}")
         n_lat = warmup + latency_n
-        bodies = _store_studies(stack, list(range(1000, 1000 + 2 * n_lat + throughput_n)), shape, spacing, log)
-        lat_bodies, pre_bodies, tp_bodies = bodies[:n_lat], bodies[n_lat:2 * n_lat], bodies[2 * n_lat:]
+        n_cmp = n_lat if compare else 0
+        n_tp = 0 if latency_only else throughput_n
+        bodies = _store_studies(stack, list(range(1000, 1000 + n_lat + n_cmp + n_tp)), shape, spacing, log)
+        lat_bodies, cmp_bodies, tp_bodies = bodies[:n_lat], bodies[n_lat:n_lat + n_cmp], bodies[n_lat + n_cmp:]
         stack.start_agent()
-        res = asyncio.run(_measure(stack, lat_bodies, pre_bodies, tp_bodies, warmup=warmup, rounds=rounds,
-                                   timeout=timeout, log=log))
-        res["import_cost"] = _import_cost(stack.env)
+        res = asyncio.run(_measure(stack, lat_bodies, cmp_bodies, tp_bodies, warmup=warmup, rounds=rounds,
+                                   timeout=timeout, compare=compare, log=log))
     finally:
         try:
             stack.stop()
         finally:
             signal.signal(signal.SIGTERM, previous)
     res.update({"shape": shape, "spacing": spacing, "instances": shape[2],
-                "series_mib": shape[0] * shape[1] * shape[2] * 2 / 2**20, "quick": quick, "nproc": os.cpu_count()})
+                "series_mib": shape[0] * shape[1] * shape[2] * 2 / 2**20, "quick": quick, "nproc": os.cpu_count(),
+                "compare_tree": str(compare) if compare else None})
     return res
 
 
-async def _measure(stack: Stack, lat_bodies: list[bytes], pre_bodies: list[bytes], tp_bodies: list[bytes], *,
-                   warmup: int, rounds: int, timeout: float, log: Any) -> dict[str, Any]:
+async def _measure(stack: Stack, lat_bodies: list[bytes], cmp_bodies: list[bytes], tp_bodies: list[bytes], *,
+                   warmup: int, rounds: int, timeout: float, compare: Path | None, log: Any) -> dict[str, Any]:
     b = Bench(stack)
     try:
         await b.observer.start()
-        log(f"  latency: {len(lat_bodies) - warmup} + {len(pre_bodies) - warmup} workitems one at a time "
-            f"(+{warmup} warm-up each), 1 worker, stock and preloaded (what-if) alternating")
-        lat = await latency(b, list(zip(lat_bodies, pre_bodies)), warmup=warmup, timeout=timeout)
-        res: dict[str, Any] = {"latency": _summary(lat["stock"]), "latency_rows": lat["stock"],
-                               "preloaded": _summary(lat["preloaded"]), "preloaded_rows": lat["preloaded"]}
+        log(f"  latency: {len(lat_bodies) - warmup} workitems one at a time (+{warmup} warm-up), 1 worker"
+            + (f", alternating with as many on a worker of {compare}" if compare else ""))
+        pairs = list(zip(lat_bodies, cmp_bodies)) if compare else [(body, b"") for body in lat_bodies]
+        lat = await latency(b, pairs, warmup=warmup, timeout=timeout, compare=compare)
+        res: dict[str, Any] = {"latency": _summary(lat["stock"]), "latency_rows": lat["stock"]}
+        if compare:
+            res.update({"compare": _summary(lat["compare"]), "compare_rows": lat["compare"]})
+        if not tp_bodies:
+            return res
         order = [w for r in range(rounds) for w in ((1, 2) if r % 2 == 0 else (2, 1))]
         runs = []
         for workers in order:
@@ -543,42 +535,48 @@ def _f(x: float, digits: int = 2) -> str:
 def markdown(res: dict[str, Any]) -> str:
     if "skipped" in res:
         return f"Skipped: {res['skipped']}."
-    lat, pre = res["latency"], res["preloaded"]
     shape = "×".join(str(v) for v in res["shape"])
+    cols = [("this tree", res["latency"])]
+    if "compare" in res:
+        cols.append((f"compared tree ({res['compare_tree']})", res["compare"]))
+    lat = res["latency"]
 
     def cell(s: dict[str, float], d: int = 2) -> str:
         return f"{_f(s['median'], d)} ({_f(s['min'], d)}–{_f(s['max'], d)})"
 
+    def row(name: str, pick: Any, bold: bool = False) -> str:
+        cells = [cell(pick(c)) for _, c in cols]
+        if bold:
+            cells[0] = f"**{cells[0]}**"
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    head = "| {} | " + " | ".join(n for n, _ in cols) + " |"
+    rule = "|---|" + "---:|" * len(cols)
     out = [f"Input: one synthetic 3D FLAIR series, {shape} ({res['instances']} MR instances, "
            f"{res['series_mib']:.0f} MiB of pixels), stored in Orthanc beforehand. Model `aiw-flair-lesions`. "
            "End to end = create request sent → COMPLETED State Report received by a global event subscriber.", "",
            f"**Latency**: {lat['n']} workitems one after another on an otherwise idle stack, 1 worker, after 1 "
-           "warm-up; medians (min–max) in seconds. The what-if column is a worker that imports performers.job "
-           "and loads the models before rq forks (not the product); its workitems alternate with the stock "
-           "worker's, so both columns saw the same machine.", "",
-           "| stage (performers.job Report) | stock worker | preloaded worker (what-if) |", "|---|---:|---:|"]
+           "warm-up; medians (min–max) in seconds."
+           + (" The compared tree's worker alternates with this tree's, workitem by workitem, on the same stack, "
+              "so both columns saw the same machine." if len(cols) > 1 else ""), "",
+           head.format("stage (performers.job Report)"), rule]
     for s in (*STAGES, "total"):
-        out.append(f"| {s} | {cell(lat['stages'][s])} | {cell(pre['stages'][s])} |")
-    out.append(f"| Job.run outside the stages (eligibility check, progress N-SETs) | {cell(lat['job_other'])} | "
-               f"{cell(pre['job_other'])} |")
-    out += ["", "| end to end, by part | stock worker | preloaded worker (what-if) |", "|---|---:|---:|"]
+        out.append(row(s, lambda c, s=s: c["stages"][s]))
+    out.append(row("Job.run outside the stages (eligibility check, progress N-SETs)", lambda c: c["job_other"]))
+    out += ["", head.format("end to end, by part"), rule]
     for p in PARTS:
-        out.append(f"| {p} | {cell(lat['parts'][p])} | {cell(pre['parts'][p])} |")
+        out.append(row(p, lambda c, p=p: c["parts"][p]))
     ok = lat["overhead"]["median"] <= TARGET_OVERHEAD_S
-    out += [f"| **end to end** | **{cell(lat['e2e'])}** | {cell(pre['e2e'])} |",
-            f"| **overhead = end to end − model** (target ≤ {TARGET_OVERHEAD_S} s) | "
-            f"**{cell(lat['overhead'])} {'PASS' if ok else 'FAIL'}** | {cell(pre['overhead'])} |",
-            f"| of which data stages (retrieve + volume + encode + store) | {cell(lat['data'])} | {cell(pre['data'])} |",
-            f"| of which orchestration proper (the rest) | {cell(lat['orchestration'])} | {cell(pre['orchestration'])} |",
-            f"| stack CPU s per workitem (worker with its horse: {_f(lat['cpu_s']['workers']['median'])} / "
-            f"{_f(pre['cpu_s']['workers']['median'])}) | {cell(lat['cpu_s']['stack'])} | {cell(pre['cpu_s']['stack'])} |",
-            f"| other processes on the machine meanwhile (cores) | {cell(lat['cpu_s']['others_cores'])} | "
-            f"{cell(pre['cpu_s']['others_cores'])} |",
-            "", f"A fresh interpreter that has imported what the rq worker has takes "
-                f"{_f(res['import_cost']['import_job_s'])} s to import performers.job and "
-                f"{_f(res['import_cost']['load_models_s'])} s to load the model registry (median of 3): the stock "
-                "worker's work horse pays both for every job (\"horse → Job.run\" and part of \"Job.run outside "
-                "the stages\").", ""]
+    out += [row("**end to end**", lambda c: c["e2e"], bold=True),
+            row(f"**overhead = end to end − model** (target ≤ {TARGET_OVERHEAD_S} s: "
+                f"{'PASS' if ok else 'FAIL'})", lambda c: c["overhead"], bold=True),
+            row("of which data stages (retrieve + volume + encode + store)", lambda c: c["data"]),
+            row("of which orchestration proper (the rest)", lambda c: c["orchestration"]),
+            row("stack CPU s per workitem", lambda c: c["cpu_s"]["stack"]),
+            row("of which the worker with its horse", lambda c: c["cpu_s"]["workers"]),
+            row("other processes on the machine meanwhile (cores)", lambda c: c["cpu_s"]["others_cores"]), ""]
+    if "throughput" not in res:
+        return "\n".join(out) + "\n"
     runs = res["throughput"]
     n = runs[0]["n"]
     ok = res["ratio"] >= TARGET_RATIO
@@ -614,8 +612,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--compare", type=Path, help="a source tree whose worker alternates with this one's (latency)")
+    ap.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
+    ap.add_argument("--latency-n", type=int, help="latency workitems (default 5, quick 2)")
     a = ap.parse_args()
-    r = run(quick=a.quick)
+    r = run(quick=a.quick, compare=a.compare, latency_only=a.latency_only, latency_n=a.latency_n)
     if a.json:
         a.json.write_text(json.dumps(r, indent=1, default=str))
     print(markdown(r))
