@@ -35,20 +35,24 @@ def make_worker(settings: PerformerSettings, name: str | None = None, *, in_thre
     return cls([Queue(n, connection=redis) for n in settings.queues], connection=redis, name=name)
 
 
-def preload(settings: PerformerSettings) -> None:
+def preload(settings: PerformerSettings, *, warm: bool = True) -> None:
     """Import the job code and load the models once, before rq forks its work horses: a
     horse inherits them instead of importing highdicom and the models again for every job
-    (measured: ~0.85 s of a job's end-to-end time, bench/performer.py)."""
+    (measured: ~0.85 s of a job's end-to-end time, bench/performer.py). With ``warm``,
+    also run the data path once (``performers.warmup``: ~0.5 s of every job's encode)."""
     import httpx
 
     from performers.job import models
+    from performers.warmup import warm as warm_data_path
     from upsrs.http import tls_context
 
     models(tuple(settings.models), settings.external_models)
     httpx.AsyncClient(verify=tls_context())  # the first client imports httpx's transports (~0.14 s)
+    if warm:
+        warm_data_path(settings.segmentation_type)
 
 
 def run_worker(settings: PerformerSettings, *, burst: bool = False, name: str | None = None) -> bool:
     """Serve jobs until stopped (or, with ``burst``, until the queues are empty)."""
-    preload(settings)
+    preload(settings, warm=not is_memory(settings.queue_url))  # only forked horses start cold
     return make_worker(settings, name).work(burst=burst, logging_level="INFO", with_scheduler=False)
