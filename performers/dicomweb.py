@@ -22,6 +22,7 @@ whole transfer: a large series on a slow link may take longer and still succeed.
 from __future__ import annotations
 
 import copy
+import io
 import os
 import re
 import sys
@@ -153,7 +154,12 @@ def _client(base: str, session: requests.Session, timeout: float, chunk_size: in
 def _write_instance(ds: pydicom.Dataset, dest: Path, study: str, series: str | None, url: str) -> Path:
     """One retrieved instance to ``dest/{SOPInstanceUID}.dcm`` via a temporary name, so a
     failure never leaves half a file. The UIDs are checked first: they come from the
-    server and name a file."""
+    server and name a file.
+
+    The file is the part's bytes as the server sent them (a PS3.10 file: dicomweb-client
+    parsed it with ``dcmread``, which refuses a part without preamble and ``DICM``), kept
+    by pydicom as ``FileDataset.buffer``; re-encoding the parsed data set instead cost
+    ~0.25 s of CPU per 160-slice series and could only lose fidelity."""
     sop = str(ds.get("SOPInstanceUID", ""))
     if not _valid_uid(sop):
         raise RetrievalError(f"WADO-RS {url}: an instance has no valid SOPInstanceUID ({sop[:80]!r})", url=url)
@@ -163,8 +169,13 @@ def _write_instance(ds: pydicom.Dataset, dest: Path, study: str, series: str | N
                              "not to the requested resource", url=url)
     path = dest / f"{sop}.dcm"
     tmp = dest / f".{sop}.dcm.part"
+    received = getattr(ds, "buffer", None)  # the part's bytes, which dicomweb-client parsed
     try:
-        pydicom.dcmwrite(tmp, ds)
+        if isinstance(received, io.BytesIO):
+            with open(tmp, "wb") as f:
+                f.write(received.getbuffer())
+        else:
+            pydicom.dcmwrite(tmp, ds)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from performers.dicomweb import (RetrievalError, StoreError, StoredInstance, parse_retrieve_url, retrieve_series,
                                  retrieve_study, store_instances)
 from tests.orthanc import INSTALL_HINT, Orthanc, orthanc_available, start_orthanc
+from ups_server.dicomweb.multipart import MultipartParser, PartData, PartEnd, PartStart, parse_media_type
 from tests.test_dicomweb_store import DICOM_MULTIPART, mounted, mr_series, serve
 
 FAST = dict(timeout=10.0, retries=2, backoff=0.05)
@@ -49,6 +50,15 @@ def service(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("builtin")
 
 
+def _only_part(response: httpx.Response) -> bytes:
+    """The body of the one part of a multipart/related response."""
+    parser = MultipartParser(parse_media_type(response.headers["content-type"]).param("boundary") or "")
+    events = parser.feed(response.content)
+    parser.close()
+    assert [type(e) for e in events if not isinstance(e, PartData)] == [PartStart, PartEnd]
+    return b"".join(e.data for e in events if isinstance(e, PartData))
+
+
 def test_store_then_retrieve_series_to_files(service: str, tmp_path: Path) -> None:
     series = mr_series(8, seed=1)
     st, se = series[0].StudyInstanceUID, series[0].SeriesInstanceUID
@@ -71,6 +81,10 @@ def test_store_then_retrieve_series_to_files(service: str, tmp_path: Path) -> No
         assert got.PixelData == want.PixelData
         assert (got.StudyInstanceUID, got.SeriesInstanceUID, got.SOPClassUID) == (st, se, want.SOPClassUID)
         assert got.InstanceNumber == want.InstanceNumber
+
+    for s in stored[:2]:  # each file is the instance as the server sends it, byte for byte
+        r = httpx.get(s.retrieve_url, headers={"accept": DICOM_MULTIPART}, timeout=10)
+        assert (tmp_path / "in" / f"{s.sop_instance_uid}.dcm").read_bytes() == _only_part(r)
 
     again = retrieve_study(f"{service}/studies/{st}", tmp_path / "study", **FAST)
     assert [f.name for f in again] == [f.name for f in files]
