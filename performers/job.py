@@ -33,7 +33,7 @@ from upsrs.uids import new_uid
 
 from performers import workitem as wi
 from performers.connections import async_redis, sync_redis
-from performers.dicomweb import (RetrievalError, StoreError, parse_retrieve_url, retrieve_series,
+from performers.dicomweb import (RetrievalError, RetrievedInstance, StoreError, fetch_series, parse_retrieve_url,
                                  store_instances)
 from performers.models.base import DISCONTINUATION, Code, Model, ModelInput, ModelOutput, UnusableInput
 from performers.models.registry import load_external, load_model
@@ -184,7 +184,7 @@ class Job:
             stage = "volume"
             modality = {spec.role: spec.modality for spec in model.inputs}
             loaded = await self._stage(stage, queue, lambda: {
-                r: load_series(p, modality=modality.get(r)) for r, p in series.items()})
+                r: load_series([i.dataset for i in got], modality=modality.get(r)) for r, got in series.items()})
             stage = "model"
             params = wi.parameters(doc)
             output: ModelOutput = await self._stage(stage, queue, lambda: model.run(
@@ -237,21 +237,21 @@ class Job:
             raise StoreError("no STOW-RS destination: the workitem names none and AIW_STOW_URL is not set", url="")
         return parse_retrieve_url(current.retrieve_url)[0]
 
-    def _retrieve(self, model: Model, doc: dict[str, Any], tmp: Path) -> dict[str, list[Path]]:
+    def _retrieve(self, model: Model, doc: dict[str, Any], tmp: Path) -> dict[str, list[RetrievedInstance]]:
         found = wi.roles(doc)
         for spec in model.inputs:
             if spec.required and spec.role not in found:
                 raise UnusableInput("110523", f"the Input Information Sequence names no {spec.role} series "
                                               f"({spec.modality}) for {model.name}")
         wanted = {s.role for s in model.inputs}
-        out: dict[str, list[Path]] = {}
+        out: dict[str, list[RetrievedInstance]] = {}
         for role, series in found.items():
             if role not in wanted:
                 continue
             if not series.retrieve_url:
                 raise UnusableInput("110523", f"input series {series.series_uid} has no WADO-RS Retrieve URL "
                                               "(0040,E025)>(0008,1190)")
-            out[role] = retrieve_series(series.retrieve_url, tmp / role, timeout=self.settings.dicomweb_timeout,
+            out[role] = fetch_series(series.retrieve_url, tmp / role, timeout=self.settings.dicomweb_timeout,
                                         retries=self.settings.dicomweb_retries, backoff=self.settings.dicomweb_backoff)
             if not out[role]:
                 raise UnusableInput("110523", f"WADO-RS returned no instances for series {series.series_uid}")

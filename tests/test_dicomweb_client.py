@@ -18,8 +18,8 @@ import pydicom
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from performers.dicomweb import (RetrievalError, StoreError, StoredInstance, parse_retrieve_url, retrieve_series,
-                                 retrieve_study, store_instances)
+from performers.dicomweb import (RetrievalError, StoreError, StoredInstance, fetch_series, parse_retrieve_url,
+                                 retrieve_series, retrieve_study, store_instances)
 from tests.orthanc import INSTALL_HINT, Orthanc, orthanc_available, start_orthanc
 from ups_server.dicomweb.multipart import MultipartParser, PartData, PartEnd, PartStart, parse_media_type
 from tests.test_dicomweb_store import DICOM_MULTIPART, mounted, mr_series, serve
@@ -85,6 +85,13 @@ def test_store_then_retrieve_series_to_files(service: str, tmp_path: Path) -> No
     for s in stored[:2]:  # each file is the instance as the server sends it, byte for byte
         r = httpx.get(s.retrieve_url, headers={"accept": DICOM_MULTIPART}, timeout=10)
         assert (tmp_path / "in" / f"{s.sop_instance_uid}.dcm").read_bytes() == _only_part(r)
+
+    fetched = fetch_series(f"{service}/studies/{st}/series/{se}", tmp_path / "fetched", **FAST)
+    assert [r.path.name for r in fetched] == [f.name for f in files]
+    for r in fetched:  # the data set kept is the file's content, without a second copy of its bytes
+        on_disk = pydicom.dcmread(r.path)
+        assert r.dataset.SOPInstanceUID == on_disk.SOPInstanceUID and r.dataset.PixelData == on_disk.PixelData
+        assert r.dataset == on_disk and getattr(r.dataset, "buffer", None) is None
 
     again = retrieve_study(f"{service}/studies/{st}", tmp_path / "study", **FAST)
     assert [f.name for f in again] == [f.name for f in files]
@@ -251,9 +258,12 @@ def test_timeout_raises_retrieval_error(faulty: tuple[str, Faults, list[Any]], t
 def test_transfer_cut_mid_body_is_restarted(faulty: tuple[str, Faults, list[Any]], tmp_path: Path) -> None:
     service, faults, series = faulty
     faults.cut, faults.cut_after = 1, 10_000  # inside the second instance (8 KB each)
-    files = retrieve_series(_series_url(service, series), tmp_path, **FAST)
+    fetched = fetch_series(_series_url(service, series), tmp_path, **FAST)
+    files = [r.path for r in fetched]
     assert len(files) == 4 and faults.seen == ["GET"] * 2
     assert {pydicom.dcmread(f).PixelData for f in files} == {d.PixelData for d in series}
+    # the data sets of the broken first attempt are not kept beside the second's
+    assert sorted(str(r.dataset.SOPInstanceUID) for r in fetched) == sorted(d.SOPInstanceUID for d in series)
     faults.cut, faults.cut_after = 5, 10_000
     with pytest.raises(RetrievalError):
         retrieve_series(_series_url(service, series), tmp_path / "again", timeout=10, retries=1, backoff=0.01)
