@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import orjson
 import pydicom
 import pytest
@@ -37,6 +38,7 @@ from performers.dicomweb import retrieve_series, store_instances
 from performers.job import DESCRIPTION, STAGES, Job, Report
 from performers.models import registry
 from performers.models.base import Code, InputSpec, ModelInput, ModelOutput
+from performers.models.lesions import LesionModel
 from performers.settings import PerformerSettings
 from requester_cli import builder as b
 from tests.listen import Collector
@@ -45,7 +47,7 @@ from tests.test_dicomweb_store import mounted, serve
 from upsrs import dicomjson as dj
 from upsrs import events as ev
 from upsrs import validation
-from upsrs.client import UpsClient
+from upsrs.client import BadRequest, UpsClient
 from upsrs.eventclient import EventReport
 from upsrs.uids import new_uid
 
@@ -369,6 +371,45 @@ async def test_a_model_that_raises_is_110501_and_the_temp_dir_is_removed(
     assert_clean(settings)
     assert job.tuid not in json.dumps(doc)
     assert not dj.items(doc, wi.PERFORMED_SEQ) or not dj.items(dj.items(doc, wi.PERFORMED_SEQ)[0], wi.OUTPUT_INFO_SEQ)
+
+
+class RefusedDuringVolume(Job):
+    """A Task Manager that refuses the volume stage's progress N-SET (the workitem was
+    taken from this performer), after a delay: the work runs meanwhile."""
+
+    async def _send_progress(self) -> None:
+        if self.description == DESCRIPTION["volume"]:
+            await asyncio.sleep(0.2)
+            raise BadRequest(httpx.Response(400, headers={"warning": '299 aiw "claimed by another (test)"'}), "update")
+        await super()._send_progress()
+
+
+@pytest.mark.parametrize("volume_fails", [False, True])
+async def test_a_refused_progress_update_fails_its_stage_even_when_sent_during_the_work(
+        ups_url: str, pacs: str, pair: tuple[synthetic.Study, synthetic.Study], settings: PerformerSettings,
+        monkeypatch: pytest.MonkeyPatch, volume_fails: bool) -> None:
+    ran: list[str] = []
+    real = job_module.load_series
+
+    def load(*args: Any, **kw: Any):  # type: ignore[no-untyped-def]
+        ran.append("volume")
+        if volume_fails:
+            raise ValueError("unreadable slice (test)")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(job_module, "load_series", load)
+    monkeypatch.setattr(LesionModel, "run", lambda self, inputs: ran.append("model"))
+    uid = await create(ups_url, build(pair[0], pacs))
+    with structlog.testing.capture_logs() as logs:
+        _, report = await run(uid, settings, RefusedDuringVolume)
+    assert ran == ["volume"]  # the work ran beside the update, and nothing after the refusal
+    assert report.outcome == "canceled"
+    failed = [e for e in logs if e["event"] == "stage failed"]
+    assert [e["stage"] for e in failed] == ["volume"]
+    # the work's own error wins when both fail; otherwise the refusal is the stage's error
+    expected = "unreadable slice (test)" if volume_fails else "claimed by another (test)"
+    assert expected in failed[0]["error"] and expected in report.detail
+    assert_clean(settings)
 
 
 async def test_store_failure_cancels_with_storing_the_results_failed(
