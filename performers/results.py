@@ -45,6 +45,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import RE_VALID_UID
 
+from performers import iod_lookup
 from performers.models.base import (
     CHANGE_IN_LESION_COUNT,
     CHANGE_IN_TOTAL_VOLUME,
@@ -54,6 +55,8 @@ from performers.models.base import (
     ModelOutput,
     Qualitative,
 )
+
+iod_lookup.install()  # highdicom's per-image IOD table walks, answered once (see the module)
 
 # "MRI of brain" (SNOMED CT 816077007): the procedure the report's measurements come from.
 MRI_OF_BRAIN = Code("816077007", "SCT", "Magnetic resonance imaging of brain")
