@@ -30,7 +30,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from performers.models.base import UnusableInput
 
@@ -162,6 +162,33 @@ def load_series(items: Sequence[Dataset | str | Path], *,
     return _volume(stacked, series), stacked
 
 
+_NATIVE_LITTLE_ENDIAN = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+_WORD = {8: "u1", 16: "u2", 32: "u4"}
+
+
+def _pixels(ds: Dataset) -> np.ndarray:
+    """The stored values of a single-frame grayscale image, as ``ds.pixel_array`` gives
+    them. Uncompressed little-endian data (what WADO-RS sends by default) is read straight
+    from Pixel Data — the unused high bits cleared, or the sign extended, as pydicom does —
+    because pydicom's decoder pipeline gathers its options anew for every slice (~0.8 ms,
+    ~0.13 s for 160 slices; this path: ~0.1 ms). Anything else goes through pydicom."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    allocated, stored = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0)
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    data = ds.get("PixelData")
+    if (syntax not in _NATIVE_LITTLE_ENDIAN or allocated not in _WORD or not 0 < stored <= allocated
+            or int(ds.get("HighBit", stored - 1)) != stored - 1 or not isinstance(data, bytes)
+            or len(data) < rows * columns * allocated // 8 or rows * columns == 0):
+        return ds.pixel_array
+    words = np.frombuffer(data, dtype="<" + _WORD[allocated], count=rows * columns).reshape(rows, columns)
+    unused = allocated - stored
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        signed = words.view(words.dtype.str.replace("u", "i"))
+        return (signed << unused) >> unused if unused else signed
+    return words & ((1 << stored) - 1) if unused else words
+
+
 def _volume(stacked: Sequence[Dataset], series: str) -> hd.Volume:
     """The volume of a checked stack, in volume order. ``_check_stack`` has verified everything highdicom's
     ``get_volume_from_series`` would (it builds and checks an ``hd.Image`` per instance:
@@ -176,7 +203,7 @@ def _volume(stacked: Sequence[Dataset], series: str) -> hd.Volume:
     array = np.empty((len(stacked), int(first.Rows), int(first.Columns)), dtype=np.float32)
     try:
         for k, ds in enumerate(stacked):
-            array[k] = ds.pixel_array
+            array[k] = _pixels(ds)
             slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
             if slope != 1.0 or intercept != 0.0:
                 array[k] = array[k] * slope + intercept
