@@ -11,6 +11,7 @@ from pathlib import Path
 import highdicom as hd
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -225,8 +226,7 @@ def test_volume_equals_highdicoms_own_construction(oblique: bool) -> None:
 
 # --------------------------------------------------------------------------- pixel values
 
-def _image(allocated: int, stored: int, signed: bool, words: np.ndarray, syntax: str) -> "pydicom.Dataset":
-    import pydicom
+def _image(allocated: int, stored: int, signed: bool, words: np.ndarray, syntax: str) -> pydicom.Dataset:
     from pydicom.dataset import FileMetaDataset
 
     ds = pydicom.Dataset()
