@@ -252,7 +252,7 @@ class Job:
                 raise UnusableInput("110523", f"input series {series.series_uid} has no WADO-RS Retrieve URL "
                                               "(0040,E025)>(0008,1190)")
             out[role] = fetch_series(series.retrieve_url, tmp / role, timeout=self.settings.dicomweb_timeout,
-                                        retries=self.settings.dicomweb_retries, backoff=self.settings.dicomweb_backoff)
+                                     retries=self.settings.dicomweb_retries, backoff=self.settings.dicomweb_backoff)
             if not out[role]:
                 raise UnusableInput("110523", f"WADO-RS returned no instances for series {series.series_uid}")
         return out

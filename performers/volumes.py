@@ -176,9 +176,9 @@ def _pixels(ds: Dataset) -> np.ndarray:
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     allocated, stored = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0)
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    data = ds.get("PixelData")
+    data, high = ds.get("PixelData"), ds.get("HighBit")
     if (syntax not in _NATIVE_LITTLE_ENDIAN or allocated not in _WORD or not 0 < stored <= allocated
-            or int(ds.get("HighBit", stored - 1)) != stored - 1 or not isinstance(data, bytes)
+            or (high is not None and int(high) != stored - 1) or not isinstance(data, bytes)
             or len(data) < rows * columns * allocated // 8 or rows * columns == 0):
         return ds.pixel_array
     words = np.frombuffer(data, dtype="<" + _WORD[allocated], count=rows * columns).reshape(rows, columns)

@@ -28,8 +28,9 @@ import structlog
 
 log = structlog.get_logger("aiw.performer")
 
-# Small enough to take well under a second, large enough for the reference model to find
-# lesions (so the SEG and the per-lesion SR groups are built, not just the empty report).
+# Small enough for the whole warm-up to take about a second at worker start, large enough
+# for the reference model to find lesions (so the SEG and the per-lesion SR groups are
+# built, not just an empty report).
 SHAPE = (64, 64, 16)
 SPACING = (3.0, 3.0, 6.0)
 
