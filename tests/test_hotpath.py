@@ -172,3 +172,36 @@ def test_dispatcher_takes_only_what_the_router_would_give_the_same_endpoint(segm
             break
     if found is not None:
         assert chosen == found, path
+
+
+def _old_check_accept(request: Any, transaction: str) -> None:
+    """``routes._check_accept`` as it was, parsing every query."""
+    from ups_server.routes import ACCEPTABLE
+    from ups_server.workitems import UpsFailure
+    accept = request.query_params.get("accept") or request.headers.get("accept")
+    if not accept:
+        return
+    types = [t.split(";")[0].strip().lower() for t in accept.split(",")]
+    if not any(t in ACCEPTABLE for t in types):
+        raise UpsFailure(transaction, "not-acceptable", f"cannot answer with {accept!r}; this server sends application/dicom+json")
+
+
+QUERY_PARTS = st.sampled_from(["accept", "Accept", "acc%65pt", "%61ccept", "accept+", "a", "=", "&", ";", "+", "%",
+                               "text/html", "application/dicom+json", "*/*", ",", "limit=1", "x", "%2C"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(QUERY_PARTS, max_size=8), st.sampled_from([None, "text/html", "application/json", ""]))
+def test_accept_check_reads_the_query_only_when_it_can_hold_accept(parts: list[str], header: str | None) -> None:
+    from starlette.requests import Request
+    from ups_server.routes import _check_accept
+    qs = "".join(parts).encode()
+    scope = {"type": "http", "query_string": qs, "headers": [] if header is None else [(b"accept", header.encode())]}
+    outcomes = []
+    for check in (_check_accept, _old_check_accept):
+        try:
+            check(Request(scope), "retrieve")
+            outcomes.append(None)
+        except Exception as exc:  # the UpsFailure and its wording
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1], qs
