@@ -53,6 +53,7 @@ def _vrs_ok(allowed: tuple[str, ...]) -> frozenset[str]:
 
 
 _KEYS: dict[str, _KeyInfo | Problem] = {}
+_FAST_MATCH = vrs.FAST_MATCH
 _BODY_MEMBERS = frozenset({"vr", "Value", "InlineBinary", "BulkDataURI"})
 
 
@@ -199,9 +200,10 @@ def _element_ok(info: _KeyInfo, el: Any) -> bool:
             if type(item) is not dict:
                 return False
         return True
-    check = vrs.checker(vr)
+    # a string its VR's pattern matches is valid without a call into the checker
+    fast = _FAST_MATCH.get(vr)
     for v in values:
-        if check(v) is not None:
+        if (fast is None or type(v) is not str or fast(v) is None) and vrs.checker(vr)(v) is not None:
             return False
     allowed_values = info.enum
     if allowed_values:
