@@ -35,12 +35,17 @@ def server(
 
     from aiw.compose import create_site
     from ups_server.app import going_down
+    from ups_server.gctune import tune_for_serving
     from ups_server.settings import ServerSettings
 
     settings = ServerSettings(host=host, port=port, redis_url=redis_url, path_prefix=path_prefix, log_json=log_json)
     app_ = create_site(settings, dicomweb_root)
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets=None):  # type: ignore[no-untyped-def]
+            await super().startup(sockets)
+            tune_for_serving()  # what exists now lives as long as the process
+
         async def shutdown(self, sockets=None):  # type: ignore[no-untyped-def]
             # tell subscribers before uvicorn closes their channels
             await going_down(app_)

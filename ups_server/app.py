@@ -22,6 +22,7 @@ from ups_server import logs
 from ups_server.channel import channel
 from ups_server.cursors import Cursors
 from ups_server.fanout import Fanout
+from ups_server.hotpath import TaskManagerApp
 from ups_server.leases import LeaseWatcher
 from ups_server import redisconn, responses
 from ups_server.routes import healthz, service_url, workitem_routes
@@ -125,8 +126,9 @@ def create_app(settings: ServerSettings | None = None, redis: Redis | None = Non
         resp.headers.append("warning", responses.header_safe(f"299 {service_url(request)}: {text}"))
         return resp
 
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(logs.RequestLogMiddleware)],
-                    exception_handlers={404: no_route, 405: no_route})
+    app = TaskManagerApp(routes=routes, lifespan=lifespan, middleware=[Middleware(logs.RequestLogMiddleware)],
+                         exception_handlers={404: no_route, 405: no_route})
+    app.workitems_path = f"{p}/workitems"  # the five hot routes, which are the first routes above
     app.state.settings = settings
     app.state.redis = redis
     app.state.store_kind = kind

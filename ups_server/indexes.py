@@ -54,25 +54,52 @@ def _values(ds: object, key: str) -> list:
     return v if isinstance(v, list) else []
 
 
+def _element_strings(el: object) -> set[str] | tuple[str, ...]:
+    """``_strings`` of an element's values; the usual one string value without building a
+    set (this runs for ten paths at every commit)."""
+    if not isinstance(el, dict):
+        return ()
+    v = el.get("Value")
+    if not isinstance(v, list) or not v:
+        return ()
+    if len(v) == 1:
+        s = v[0]
+        if type(s) is str:
+            return (s.rstrip(" "),) if s and len(s) <= MAX_INDEXED_VALUE else ()
+    return _strings(v)
+
+
 def index_keys(prefix: str, ds: dj.Dataset) -> set[str]:
     """Every index key the workitem belongs to (including the all-workitems set)."""
     keys = {f"{prefix}ix:all"}
-    found: dict[str, set[str]] = {}
+    if not isinstance(ds, dict):
+        return keys
+    states: set[str] | tuple[str, ...] = ()
+    codes: set[str] | tuple[str, ...] = ()
     for name, k in _TOP:
-        vals = _strings(_values(ds, k))
+        vals = _element_strings(ds.get(k))
         if vals:
-            found[name] = vals
+            head = f"{prefix}ix:{name}:"
+            for v in vals:
+                keys.add(head + v)
+            if name == "state":
+                states = vals
     for name, seq, k in _NESTED:
-        vals = set()
+        vals: set[str] | tuple[str, ...] = ()
         for item in _values(ds, seq):
             if isinstance(item, dict):
-                vals |= _strings(_values(item, k))
+                found = _element_strings(item.get(k))
+                if found:
+                    vals = found if not vals else {*vals, *found}
         if vals:
-            found[name] = vals
-    for name, vals in found.items():
-        keys.update(f"{prefix}ix:{name}:{v}" for v in vals)
-    for st in found.get("state", ()):
-        keys.update(f"{prefix}ix:sw:{st}|{code}" for code in found.get("wcode", ()))
+            head = f"{prefix}ix:{name}:"
+            for v in vals:
+                keys.add(head + v)
+            if name == "wcode":
+                codes = vals
+    for st in states:
+        for code in codes:
+            keys.add(f"{prefix}ix:sw:{st}|{code}")
     return keys
 
 

@@ -82,6 +82,24 @@ request_line: Callable[[dict[str, Any]], None] = _structlog_request_line
 _ids = random.Random()  # request ids are labels, not secrets: no system call per request
 
 
+def begin(scope: Scope) -> str:
+    """The request id of a request (the client's ``X-Request-Id``, else a fresh one), kept
+    in ``scope["state"]`` for the route; shared by the middleware below and the hot-route
+    dispatcher (``ups_server.hotpath``), so both write the same line."""
+    rid = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None) or f"{_ids.getrandbits(64):016x}"
+    scope.setdefault("state", {})["request_id"] = rid
+    return rid
+
+
+def finish(scope: Scope, rid: str, status: int, start: float) -> None:
+    """The request's one log line, with the workitem UID and DIMSE outcome the route put in
+    ``scope["state"]``."""
+    st = scope["state"]
+    request_line({"method": scope["method"], "path": scope["path"], "status": status,
+                  "ms": round((time.perf_counter() - start) * 1000, 2), "request_id": rid,
+                  "workitem": st.get("workitem"), "outcome": st.get("outcome")})
+
+
 class RequestLogMiddleware:
     """One log event per request: method, path, status, duration, request id, and the
     workitem UID and DIMSE outcome the route put in ``scope["state"]``."""
@@ -93,8 +111,7 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None) or f"{_ids.getrandbits(64):016x}"
-        scope.setdefault("state", {})["request_id"] = rid
+        rid = begin(scope)
         start = time.perf_counter()
         status = 500
 
@@ -108,7 +125,4 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            st = scope["state"]
-            request_line({"method": scope["method"], "path": scope["path"], "status": status,
-                          "ms": round((time.perf_counter() - start) * 1000, 2), "request_id": rid,
-                          "workitem": st.get("workitem"), "outcome": st.get("outcome")})
+            finish(scope, rid, status, start)

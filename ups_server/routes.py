@@ -73,7 +73,11 @@ async def _read_body(request: Request, transaction: str) -> bytes:
 
 
 def _check_accept(request: Request, transaction: str) -> None:
-    accept = request.query_params.get("accept") or request.headers.get("accept")
+    # The query is parsed here only if it can hold an ``accept`` key: one written so, or
+    # percent-encoded. Most requests have none, and a claim or retrieve reads no other.
+    qs = request.scope.get("query_string", b"")
+    asked = request.query_params.get("accept") if b"accept" in qs or b"%" in qs else None
+    accept = asked or request.headers.get("accept")
     if not accept:
         return
     types = [t.split(";")[0].strip().lower() for t in accept.split(",")]

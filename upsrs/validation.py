@@ -53,6 +53,7 @@ def _vrs_ok(allowed: tuple[str, ...]) -> frozenset[str]:
 
 
 _KEYS: dict[str, _KeyInfo | Problem] = {}
+_FAST_MATCH = vrs.FAST_MATCH
 _BODY_MEMBERS = frozenset({"vr", "Value", "InlineBinary", "BulkDataURI"})
 
 
@@ -199,9 +200,10 @@ def _element_ok(info: _KeyInfo, el: Any) -> bool:
             if type(item) is not dict:
                 return False
         return True
-    check = vrs.checker(vr)
+    # a string its VR's pattern matches is valid without a call into the checker
+    fast = _FAST_MATCH.get(vr)
     for v in values:
-        if check(v) is not None:
+        if (fast is None or type(v) is not str or fast(v) is None) and vrs.checker(vr)(v) is not None:
             return False
     allowed_values = info.enum
     if allowed_values:
@@ -305,8 +307,12 @@ def _cond_holds(cond: _Cond | None, ds: dj.Dataset, ancestors: tuple[dj.Dataset,
     return dj.has_value(ds.get(cond.keys[0]))
 
 
-def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode, path: PathT,
-                        out: Outcome, parent_added: bool = False, ancestors: tuple[dj.Dataset, ...] = ()) -> None:
+def _walk_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode, path: PathT, out: Outcome,
+                       parent_added: bool, ancestors: tuple[dj.Dataset, ...]) -> tuple[_Done, ...] | None:
+    """The requirement checks of one dataset, descending into its items; returns what it
+    did at this level (``_Done`` steps), or None if this level had a problem of its own."""
+    done: list[_Done] = []
+    clean = True
     reported_groups: set[str] = set()
     groups: dict[str, bool | None] = {}  # a oneof group is decided once per item
     create = mode == "create"
@@ -322,6 +328,7 @@ def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: M
         if t == "NA":
             why = "is not allowed in N-CREATE" if create else "may not be changed by Update (N-SET)"
             out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} {why}", "0105"))
+            clean = False
             continue
         # PS3.4 Table CC.2.5-2b prints N-SET 1/1 for the value attributes of a content item
         # (DateTime, Date, ... Numeric Value), but each row's remark keeps "Required if Value
@@ -336,6 +343,7 @@ def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: M
         else:
             required = t == "1"
         if required and not has_value(el):
+            clean = False
             if s.oneof:
                 if rule.condition in reported_groups:
                     continue
@@ -355,9 +363,11 @@ def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: M
             if t == "2" and create and not parent_added:
                 ds[s.key] = dj.element(rule.vrs[0])
                 out.added.append(format_path(path + (tag,)))
+                done.append((_ADD, s.key, tag, rule.vrs[0]))
             continue
         if not create and s.scp_keeps and not has_value(el):
             out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} cannot be emptied: the SCP must keep a value", "0121"))
+            clean = False
             continue
         if rule.is_sequence and isinstance(el, dict):
             values = el.get("Value")
@@ -367,11 +377,88 @@ def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: M
             if create and children and rule.created_empty:
                 if values:
                     out.problems.append(Problem(format_path(path + (tag,)), f"{rule.name} must be created empty", "0105"))
+                    clean = False
                 continue
             if children:
+                done.append((_DESCEND, s.key, tag, children))
                 for n, item in enumerate(values):
                     if isinstance(item, dict):
                         _check_requirements(item, children, mode, path + (tag, -1 - n), out, ancestors=(ds, *ancestors))
+    return tuple(done) if clean else None
+
+
+# ---------------------------------------------------------------- remembered shapes
+# One level of the requirement walk (a dataset against its rules table, not its items)
+# reads only: which attributes are present, whether each has a value, how many values each
+# holds, and what its "when=T:V" conditions say (on it or on an enclosing item). Workitems repeat those shapes — every
+# workitem's top level, every coded item of a code sequence, every input series — so a
+# shape that passed without a problem of its own is remembered with what the walk did
+# there (type-2 elements added, sequences descended into, in rules order) and replayed for
+# the next dataset of that shape; its items are still checked one by one. A shape with a
+# problem is never remembered: every problem is found and worded by the walk itself.
+
+_ADD, _DESCEND = 0, 1
+_Done = tuple[int, str, int, Any]  # (_ADD, key, tag, VR) or (_DESCEND, key, tag, children rules)
+_SHAPES: dict[tuple[Any, ...], tuple[_Done, ...]] = {}
+_SHAPES_MAX = 4096  # bounded: a fuzzer's random datasets must not grow it forever
+_WHENS: dict[tuple[int, str], tuple[_Cond, ...]] = {}
+
+
+def _whens(rules: dict[int, AttributeRule], mode: Mode) -> tuple[_Cond, ...]:
+    """The "when" conditions of a rules table (a shape carries what each says)."""
+    key = (id(rules), mode)  # ``_steps`` keeps ``rules`` alive, so its id is not reused
+    found = _WHENS.get(key)
+    if found is None:
+        found = _WHENS[key] = tuple(s.cond for s in _steps(rules, mode) if s.cond is not None and s.cond.kind == "when")
+    return found
+
+
+def _shape(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode,
+           ancestors: tuple[dj.Dataset, ...]) -> tuple[Any, ...] | None:
+    """Everything one level of the walk reads — from ``ds``, and from the enclosing items
+    through "when=^T:V" conditions — or None (not remembered: an element that is not a
+    plain object with a list of values)."""
+    has_value = dj.has_value
+    shape: list[Any] = [id(rules), mode]
+    for k, el in ds.items():
+        if type(el) is not dict:
+            return None
+        v = el.get("Value")
+        if type(v) is list and v:
+            first = v[0]
+            # ``dj.has_value`` without the call in the usual case (a first value)
+            shape += (k, len(v), (first is not None and first != "") or has_value(el))
+        elif v is None or type(v) is list:
+            shape += (k, -1 if v is None else 0, has_value(el))
+        else:
+            return None
+    for cond in _whens(rules, mode):
+        shape.append(_cond_holds(cond, ds, ancestors))
+    return tuple(shape)
+
+
+def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode, path: PathT,
+                        out: Outcome, parent_added: bool = False, ancestors: tuple[dj.Dataset, ...] = ()) -> None:
+    """Table CC.2.5-3's requirements on ``ds`` and its items: a remembered shape's steps
+    replayed, else the walk (which remembers the shape if it passed)."""
+    shape = None if parent_added else _shape(ds, rules, mode, ancestors)
+    if shape is not None:
+        done = _SHAPES.get(shape)
+        if done is not None:
+            for kind, key, tag, arg in done:
+                if kind == _ADD:
+                    ds[key] = dj.element(arg)
+                    out.added.append(format_path(path + (tag,)))
+                else:
+                    for n, item in enumerate(ds[key]["Value"]):
+                        if isinstance(item, dict):
+                            _check_requirements(item, arg, mode, path + (tag, -1 - n), out, ancestors=(ds, *ancestors))
+            return
+    walked = _walk_requirements(ds, rules, mode, path, out, parent_added, ancestors)
+    if shape is not None and walked is not None:
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[shape] = walked
 
 
 def check(ds: dj.Dataset, mode: Mode) -> Outcome:

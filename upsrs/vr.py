@@ -189,6 +189,11 @@ _FAST_VALID: dict[str, re.Pattern[str]] = {
 }
 
 
+# ``pattern.fullmatch`` per VR: a value that is a string and matches is valid (the
+# validation engine tries this before it calls ``checker``).
+FAST_MATCH: dict[str, Callable[[str], Any]] = {vr: p.fullmatch for vr, p in _FAST_VALID.items()}
+
+
 def fast_valid(vr: str, value: str) -> bool:
     """True only if ``check_string(vr, value)`` would accept ``value`` (False = ask it)."""
     pattern = _FAST_VALID.get(vr)
