@@ -16,7 +16,6 @@ from starlette.routing import Route
 from upsrs import dicomjson as dj
 from upsrs import vr as vrs
 from upsrs.errors import DatasetError, QueryError
-from upsrs.matching import parse_query
 from ups_server import responses
 from ups_server.workitems import UpsFailure, WorkitemService
 
@@ -247,7 +246,7 @@ async def search_workitems(request: Request) -> Response:
       400: {description: invalid query}
     """
     _check_accept(request, "search")
-    query = parse_query(request.query_params.multi_items(), _service(request).tz)
+    query = _service(request).queries.get(request.scope.get("query_string", b""), request.query_params.multi_items)
     return _done(request, await _service(request).search(query))
 
 
