@@ -86,6 +86,8 @@ def _check_accept(request: Request, transaction: str) -> None:
 
 def _bare_key(request: Request, *names: str) -> str | None:
     """A value given as ``?name=v`` for any of ``names`` (any case), or as a bare ``?v``."""
+    if not request.scope.get("query_string"):
+        return None  # most creates: no query to parse
     lowered = {n.lower() for n in names}
     for k, v in request.query_params.multi_items():
         if k.lower() in lowered and v:
