@@ -1,4 +1,4 @@
-"""A search page Redis joins into the reply body (``WorkitemStore.page_array``), and parsed
+"""A search page whose stored values become the reply body as they are (``WorkitemStore.page_array``), and parsed
 queries kept by their query string (``ups_server.querycache``).
 
 What a user sees must not change: the body is exactly the results in creation order, each

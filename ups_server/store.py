@@ -171,14 +171,14 @@ class WorkitemStore:
     async def page_array(self, index_keys: Sequence[str], start_range: tuple[float | None, float | None] | None,
                          offset: int, count: int, field: str) -> tuple[int, int, bytes | None, list[tuple[str, bytes | None]]]:
         """``page`` for a reply that is the page's values as they are stored: (total, n,
-        ``[v1,...,vn]`` built by Redis (b"" for an empty page), []). A search's 50 results
-        then arrive as one string, not 100 to decode and join. When a workitem on the page
-        lacks ``field`` (stored before projections were kept): (total, n, None, the page as
+        ``[v1,...,vn]``, []) — Redis sends the values alone, without their UIDs, and they are
+        joined as they arrive (b"" for an empty page). When a workitem on the page lacks
+        ``field`` (stored before projections were kept): (total, n, None, the page as
         ``page`` gives it), for the caller to make the missing values."""
         res = await self._run_search(index_keys, start_range, offset, count, field, True)
         total, n = int(res[0]), int(res[1])
         if n >= 0:
-            return total, n, res[2], []
+            return total, n, b"[" + b",".join(res[2:]) + b"]" if n else b"", []
         page = _pairs(res, 2)
         return total, len(page), None, page
 

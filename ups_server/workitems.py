@@ -367,7 +367,7 @@ class WorkitemService:
             if not residual:
                 projected = self._default_projection(query)
                 if projected or query.include_all:
-                    # results as stored (the default projection, or whole): Redis joins the page
+                    # results as stored (the default projection, or whole): joined as Redis sends them
                     field = "proj" if projected else "doc"
                     total, n, body, page = await self.store.page_array(keys, start_range, query.offset, limit, field)
                     if body is not None:

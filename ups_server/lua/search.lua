@@ -5,10 +5,10 @@
 -- KEYS[4] the all-workitems zset   KEYS[5..] index zsets
 -- ARGV[1] range low ('' = none) ARGV[2] range high (exclusive, '' = open)
 -- ARGV[3] offset  ARGV[4] count (-1 = all)  ARGV[5] hash field to return ('' = none)
--- ARGV[6] workitem key prefix  ARGV[7] '1' = join: the page's values as one JSON array
--- Returns {total, uid, [field value], uid, [field value], ...}; joined, {total, n, '[v1,...,vn]'}
--- ('' when n = 0), or when some workitem on the page lacks the field the plain form after
--- {total, -1, ...}: the caller makes the missing values itself.
+-- ARGV[6] workitem key prefix  ARGV[7] '1' = values only: the page's field values, no UIDs
+-- Returns {total, uid, [field value], uid, [field value], ...}; values only, {total, n, v1, ..., vn},
+-- or when some workitem on the page lacks the field the plain form after {total, -1, ...}:
+-- the caller makes the missing values itself.
 local nidx = #KEYS - 4
 local low, high = ARGV[1], ARGV[2]
 local ranged = low ~= '' or high ~= ''
@@ -46,19 +46,16 @@ else
   redis.call('DEL', KEYS[1], KEYS[2])
 end
 if ARGV[7] == '1' and field ~= '' then
-  -- the reply body's array built here: one string for the caller instead of a value per
-  -- workitem to receive, decode and join again
-  local parts = {}
+  -- the values alone, in page order: the caller joins them into the reply body as they are
+  -- (joining here, with Lua's string buffer, tripled Redis's CPU per search)
+  local vals = {total, #ids}
   local whole = true
   for i, id in ipairs(ids) do
     local v = redis.call('HGET', ARGV[6] .. 'wi:' .. id, field)
     if not v then whole = false; break end
-    parts[i] = v
+    vals[i + 2] = v
   end
-  if whole then
-    if #parts == 0 then return {total, 0, ''} end
-    return {total, #parts, '[' .. table.concat(parts, ',') .. ']'}
-  end
+  if whole then return vals end
 end
 local out = {total}
 if ARGV[7] == '1' and field ~= '' then out[2] = -1 end
