@@ -35,8 +35,11 @@ def header_safe(text: str) -> str:
     return text if len(text) <= MAX_WARNING_TEXT else text[:MAX_WARNING_TEXT - 3] + "..."
 
 
-def _headers(service: str, texts: list[str]) -> list[tuple[str, str]]:
-    return [("warning", header_safe(st.warning_header(service, t))) for t in texts if t]
+def _headers(service: str, texts: list[str]) -> list[tuple[bytes, bytes]]:
+    """Warning headers as the reply's raw (name, value) pairs: appended to the list the
+    reply already has, as ``MutableHeaders.append`` would, without building a headers view
+    per header (every reply names its Location or a Warning)."""
+    return [(b"warning", header_safe(st.warning_header(service, t)).encode("latin-1")) for t in texts if t]
 
 
 def failure(service: str, exc: UpsFailure) -> Response:
@@ -44,8 +47,7 @@ def failure(service: str, exc: UpsFailure) -> Response:
     detail = exc.detail or (texts[0] if texts else "")
     body = "\n".join(str(p) for p in exc.problems) if exc.problems else detail
     resp = Response(body.encode() + b"\n" if body else b"", status_code=http, media_type="text/plain; charset=utf-8")
-    for k, v in _headers(service, texts[:1] + [t for t in texts[1:] if t != texts[0]]):
-        resp.headers.append(k, v)
+    resp.raw_headers += _headers(service, texts[:1] + [t for t in texts[1:] if t != texts[0]])
     return resp
 
 
@@ -62,8 +64,8 @@ def reply(service: str, rep: Reply, location: str | None = None) -> Response:
     resp = Response(rep.body if rep.body is not None else b"", status_code=http,
                     media_type=DICOM_JSON if rep.body is not None else None)
     if location:
-        resp.headers["location"] = location
-        resp.headers["content-location"] = location
-    for k, v in _headers(service, texts):
-        resp.headers.append(k, v)
+        value = location.encode("latin-1")
+        resp.raw_headers += ((b"location", value), (b"content-location", value))
+    if texts:
+        resp.raw_headers += _headers(service, texts)
     return resp

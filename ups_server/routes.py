@@ -16,7 +16,6 @@ from starlette.routing import Route
 from upsrs import dicomjson as dj
 from upsrs import vr as vrs
 from upsrs.errors import DatasetError, QueryError
-from upsrs.matching import parse_query
 from ups_server import responses
 from ups_server.workitems import UpsFailure, WorkitemService
 
@@ -87,6 +86,8 @@ def _check_accept(request: Request, transaction: str) -> None:
 
 def _bare_key(request: Request, *names: str) -> str | None:
     """A value given as ``?name=v`` for any of ``names`` (any case), or as a bare ``?v``."""
+    if not request.scope.get("query_string"):
+        return None  # most creates: no query to parse
     lowered = {n.lower() for n in names}
     for k, v in request.query_params.multi_items():
         if k.lower() in lowered and v:
@@ -247,7 +248,7 @@ async def search_workitems(request: Request) -> Response:
       400: {description: invalid query}
     """
     _check_accept(request, "search")
-    query = parse_query(request.query_params.multi_items(), _service(request).tz)
+    query = _service(request).queries.get(request.scope.get("query_string", b""), request.query_params.multi_items)
     return _done(request, await _service(request).search(query))
 
 

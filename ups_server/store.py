@@ -9,7 +9,6 @@ how two concurrent claimers end with exactly one winner.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
@@ -58,6 +57,11 @@ class Event:
     body: bytes  # DICOM JSON of the event information (no command attributes)
 
 
+def _pairs(res: list[Any], start: int) -> list[tuple[str, bytes | None]]:
+    """(uid, value) pairs of a search script's reply from ``res[start]`` on."""
+    return [(res[i].decode(), res[i + 1] or None) for i in range(start, len(res), 2)]
+
+
 def _script(name: str) -> str:
     return resources.files("ups_server.lua").joinpath(name).read_text("utf-8")
 
@@ -76,6 +80,7 @@ class WorkitemStore:
         self.k_seq, self.k_events, self.k_gone = f"{p}seq", f"{p}events", f"{p}gone"
         self.k_final, self.k_start, self.k_all = f"{p}final", f"{p}start", f"{p}ix:all"
         self.k_active = f"{p}active"  # IN PROGRESS workitems scored by last commit time
+        self.k_scratch, self.k_scratch_range = f"{p}tmp:search", f"{p}tmp:search:r"
 
     def wi_key(self, uid: str) -> str:
         return f"{self.prefix}wi:{uid}"
@@ -158,16 +163,36 @@ class WorkitemStore:
     async def page(self, index_keys: Sequence[str], start_range: tuple[float | None, float | None] | None,
                    offset: int, count: int, field: str) -> tuple[int, list[tuple[str, bytes | None]]]:
         """Like ``candidates``, with ``field`` of each workitem on the page, in one round trip."""
-        scratch = f"{self.prefix}tmp:{uuid.uuid4().hex}"
+        res = await self._run_search(index_keys, start_range, offset, count, field, False)
+        if not field:
+            return int(res[0]), [(u.decode(), None) for u in res[1:]]
+        return int(res[0]), _pairs(res, 1)
+
+    async def page_array(self, index_keys: Sequence[str], start_range: tuple[float | None, float | None] | None,
+                         offset: int, count: int, field: str) -> tuple[int, int, bytes | None, list[tuple[str, bytes | None]]]:
+        """``page`` for a reply that is the page's values as they are stored: (total, n,
+        ``[v1,...,vn]``, []) — Redis sends the values alone, without their UIDs, and they are
+        joined as they arrive (b"" for an empty page). When a workitem on the page lacks
+        ``field`` (stored before projections were kept): (total, n, None, the page as
+        ``page`` gives it), for the caller to make the missing values."""
+        res = await self._run_search(index_keys, start_range, offset, count, field, True)
+        total, n = int(res[0]), int(res[1])
+        if n >= 0:
+            return total, n, b"[" + b",".join(res[2:]) + b"]" if n else b"", []
+        page = _pairs(res, 2)
+        return total, len(page), None, page
+
+    async def _run_search(self, index_keys: Sequence[str], start_range: tuple[float | None, float | None] | None,
+                          offset: int, count: int, field: str, join: bool) -> Any:
+        # The scratch keys live only inside one run of the (atomic) script, which deletes
+        # them: one fixed name per prefix serves every search.
         low = high = ""
         if start_range is not None:
             low = "" if start_range[0] is None else repr(start_range[0])
             high = "" if start_range[1] is None else repr(start_range[1])
-        res = await self.direct.script(self._search, [scratch, scratch + ":r", self.k_start, self.k_all, *index_keys],
-                                       [low, high, offset, count, field, self.prefix])
-        if not field:
-            return int(res[0]), [(u.decode(), None) for u in res[1:]]
-        return int(res[0]), [(res[i].decode(), res[i + 1] or None) for i in range(1, len(res), 2)]
+        return await self.direct.script(self._search, [self.k_scratch, self.k_scratch_range, self.k_start, self.k_all,
+                                                       *index_keys],
+                                        [low, high, offset, count, field, self.prefix, "1" if join else ""])
 
     async def inactive_since(self, before: float, count: int = 100) -> list[str]:
         """IN PROGRESS workitems with no change since ``before`` (epoch seconds)."""

@@ -22,6 +22,7 @@ from upsrs.matching import Matcher, Query, default_return_tags, project
 from upsrs.uids import UPS_PUSH_SOP_CLASS, WELL_KNOWN_SUBSCRIPTION_UIDS, new_uid
 
 from ups_server import indexes
+from ups_server.querycache import QueryCache
 from ups_server.settings import ServerSettings
 from ups_server.store import (AlreadyExists, Event, NotFound, Record, StaleSubscriptions, VersionConflict,
                               WorkitemStore)
@@ -98,6 +99,7 @@ class WorkitemService:
         self.settings = settings
         self.subs = subs
         self.tz = datetimes.parse_offset(settings.timezone_offset)
+        self.queries = QueryCache(self.tz)
 
     # ---------------------------------------------------------------- helpers
     def _now(self) -> str:
@@ -363,16 +365,20 @@ class WorkitemService:
         else:
             keys, start_range, residual = self._plan(matchers)
             if not residual:
-                # results in the stored default projection when that is what the query asks
-                field = "proj" if self._default_projection(query) else "doc"
-                total, page = await self.store.page(keys, start_range, query.offset, limit, field)
-                if field == "proj":
-                    missing = [u for u, d in page if d is None]  # stored before projections were kept
-                    if missing:
+                projected = self._default_projection(query)
+                if projected or query.include_all:
+                    # results as stored (the default projection, or whole): joined as Redis sends them
+                    field = "proj" if projected else "doc"
+                    total, n, body, page = await self.store.page_array(keys, start_range, query.offset, limit, field)
+                    if body is not None:
+                        return self._answer(body, n, total, query)
+                    if projected:
+                        missing = [u for u, d in page if d is None]  # stored before projections were kept
                         made = {u: dj.dumps(project(dj.loads(d), query))
                                 for u, d in zip(missing, await self.store.get_docs(missing)) if d is not None}
                         page = [(u, d if d is not None else made.get(u)) for u, d in page]
                     return self._reply([d for _, d in page if d is not None], total, query, projected=True)
+                total, page = await self.store.page(keys, start_range, query.offset, limit, "doc")
                 docs = [d for _, d in page if d is not None]
             else:
                 _, uids = await self.store.candidates(keys, start_range, 0, -1)
@@ -388,18 +394,24 @@ class WorkitemService:
         always = default_return_tags()[0]
         return not query.include_all and not query.includefields and all(m.tag in always for m in query.matchers)
 
-    @staticmethod
-    def _reply(docs: list[bytes], total: int, query: Query, projected: bool = False) -> Reply:
-        remaining = max(0, total - query.offset - len(docs))
-        warnings = [f"paging:{remaining}"] if remaining else []
-        warnings += query.unsupported
+    @classmethod
+    def _reply(cls, docs: list[bytes], total: int, query: Query, projected: bool = False) -> Reply:
         if not docs:
-            return Reply("search", body=None, warnings=warnings)
+            return cls._answer(b"", 0, total, query)
         if query.include_all or projected:
             body = b"[" + b",".join(docs) + b"]"
         else:
             body = b"[" + b",".join(dj.dumps(project(dj.loads(d), query)) for d in docs) + b"]"
-        return Reply("search", body=body, warnings=warnings)
+        return cls._answer(body, len(docs), total, query)
+
+    @staticmethod
+    def _answer(body: bytes, n: int, total: int, query: Query) -> Reply:
+        """The reply to a search whose page (``n`` results, ``body`` their JSON array) is
+        ready: the paging Warning when more match, 204 for none."""
+        remaining = max(0, total - query.offset - n)
+        warnings = [f"paging:{remaining}"] if remaining else []
+        warnings += query.unsupported
+        return Reply("search", body=body if n else None, warnings=warnings)
 
     def _plan(self, matchers: list[Matcher]) -> tuple[list[str], tuple[float | None, float | None] | None, list[Matcher]]:
         """Index keys, start-time range and the matchers the indexes do not answer exactly."""
