@@ -69,6 +69,11 @@ def _element_strings(el: object) -> set[str] | tuple[str, ...]:
     return _strings(v)
 
 
+def _add(keys: set[str], head: str, values: set[str] | tuple[str, ...]) -> None:
+    for v in values:
+        keys.add(head + v)
+
+
 def index_keys(prefix: str, ds: dj.Dataset) -> set[str]:
     """Every index key the workitem belongs to (including the all-workitems set)."""
     keys = {f"{prefix}ix:all"}
@@ -79,9 +84,7 @@ def index_keys(prefix: str, ds: dj.Dataset) -> set[str]:
     for name, k in _TOP:
         vals = _element_strings(ds.get(k))
         if vals:
-            head = f"{prefix}ix:{name}:"
-            for v in vals:
-                keys.add(head + v)
+            _add(keys, f"{prefix}ix:{name}:", vals)
             if name == "state":
                 states = vals
     for name, seq, k in _NESTED:
@@ -92,9 +95,7 @@ def index_keys(prefix: str, ds: dj.Dataset) -> set[str]:
                 if found:
                     vals = found if not vals else {*vals, *found}
         if vals:
-            head = f"{prefix}ix:{name}:"
-            for v in vals:
-                keys.add(head + v)
+            _add(keys, f"{prefix}ix:{name}:", vals)
             if name == "wcode":
                 codes = vals
     for st in states:
