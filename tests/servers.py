@@ -64,14 +64,16 @@ class RedisProcess:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_redis() -> RedisProcess:
+def start_redis(*args: str) -> RedisProcess:
+    """``args``: more redis-server options (e.g. ``--rename-command SORT_RO ""``: a Redis
+    without a command)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     d = tempfile.mkdtemp(prefix="aiw-redis-")
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", d, "--daemonize", "no", "--loglevel", "warning"],
+                             "--dir", d, "--daemonize", "no", "--loglevel", "warning", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     r = RedisProcess(port, proc, d)
     wait_until(lambda: redis.Redis(port=port).ping(), what=f"redis-server :{port}")

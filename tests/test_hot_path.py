@@ -124,3 +124,44 @@ def test_direct_commands_survive_errors_drops_and_cancellation(redis_proc: Redis
             await r.aclose()
 
     asyncio.run(run())
+
+
+def test_direct_pipeline_replies_in_order_and_stays_clean(redis_proc: RedisProcess) -> None:
+    """``Direct.pipeline``: every reply in order; an error reply raised only after the
+    replies behind it were read (the next command reads its own reply); a killed
+    connection sent again by redis-py; the embedded store's redis-py path alike."""
+    async def run() -> None:
+        r = redisconn.from_url(redis_proc.url)
+        direct = redisconn.Direct(r)
+        try:
+            await r.hset("dp:h", mapping={"a": "1", "b": b"\x00\xff"})
+            assert await direct.pipeline(("HGET", "dp:h", "a"), ("HMGET", "dp:h", "b", "c"), ("EXISTS", "dp:h")) \
+                == [b"1", [b"\x00\xff", None], 1]
+            assert await direct.pipeline(("MULTI",), ("HGET", "dp:h", "a"), ("HLEN", "dp:h"), ("EXEC",)) \
+                == [b"OK", b"QUEUED", b"QUEUED", [b"1", 2]]
+            try:
+                await direct.pipeline(("HGET", "dp:h"), ("HGET", "dp:h", "b"), ("NO-SUCH-COMMAND",))
+            except redisconn.ResponseError as exc:
+                assert "wrong number" in str(exc)  # the first error
+            else:
+                raise AssertionError("an error reply is raised")
+            assert len(direct.idle) == 1
+            for _ in range(3):
+                assert await direct("HGET", "dp:h", "a") == b"1"
+                assert await direct.pipeline(("HGET", "dp:h", "b")) == [b"\x00\xff"]
+            await r.client_kill_filter(_type="normal", skipme=True)  # the kept connection dies
+            assert await direct.pipeline(("HGET", "dp:h", "a"), ("HGET", "dp:h", "b")) == [b"1", b"\x00\xff"]
+        finally:
+            await direct.aclose()
+            await r.delete("dp:h")
+            await r.aclose()
+
+        import fakeredis
+
+        embedded = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(version=(7,)))
+        direct = redisconn.Direct(embedded)
+        assert not direct.enabled
+        await embedded.hset("dp:h", "a", "1")
+        assert await direct.pipeline(("MULTI",), ("HGET", "dp:h", "a"), ("EXEC",)) == [b"OK", b"QUEUED", [b"1"]]
+
+    asyncio.run(run())

@@ -18,6 +18,7 @@ and there is nothing to time out. So the timeout is kept for that case only.
 from __future__ import annotations
 
 import asyncio
+import math
 from functools import cache
 from typing import Any
 
@@ -29,6 +30,15 @@ try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py works too
     _hiredis_pack = None
+
+
+async def _reply(conn: AbstractConnection, timeout: float | None) -> Any:
+    """The next reply on ``conn`` (``timeout`` as redis-py's ``read_response`` takes it),
+    an error reply returned rather than raised."""
+    try:
+        return await conn.read_response(timeout=timeout)
+    except ResponseError as exc:
+        return exc
 
 
 class HiredisPacking:
@@ -114,12 +124,19 @@ class Direct:
         # only connections of ``from_url`` (real Redis); the embedded store goes the usual way
         self.enabled = issubclass(getattr(self.pool, "connection_class", object), HiredisPacking)
 
-    async def __call__(self, *args: Any) -> Any:
+    async def _take(self) -> AbstractConnection | None:
+        """A connection for one direct exchange, or None: go redis-py's way."""
         if not self.enabled:
-            return await self.redis.execute_command(*args)
+            return None
         conn = self.idle.pop() if self.idle else await self.pool.get_connection()
         if conn.health_check_interval or not conn.is_connected:  # type: ignore[attr-defined]
             await self.pool.release(conn)
+            return None
+        return conn
+
+    async def __call__(self, *args: Any) -> Any:
+        conn = await self._take()
+        if conn is None:
             return await self.redis.execute_command(*args)
         try:
             await conn.send_packed_command(conn.pack_command(*args), check_health=False)
@@ -135,6 +152,40 @@ class Direct:
             raise
         self.idle.append(conn)
         return reply
+
+    async def pipeline(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Several read commands in one write and one wait, their replies in order. An
+        error reply is raised (the first), after every reply has been read, so the
+        connection stays clean. On a failed connection the commands are sent again by
+        redis-py's pipeline: meant for reads, which can be repeated."""
+        conn = await self._take()
+        if conn is None:
+            return await self._redis_pipeline(commands)
+        try:
+            await conn.send_packed_command([b for c in commands for b in conn.pack_command(*c)], check_health=False)
+            replies = [await _reply(conn, None)]
+            # the others have usually arrived with the first: one deadline for them all
+            # rather than a timeout context each (~8 µs apiece)
+            async with asyncio.timeout(conn.socket_timeout):  # type: ignore[attr-defined]
+                for _ in commands[1:]:
+                    replies.append(await _reply(conn, math.inf))
+        except (ConnectionError, TimeoutError, OSError):
+            await self._drop(conn)
+            return await self._redis_pipeline(commands)
+        except BaseException:
+            await self._drop(conn)
+            raise
+        self.idle.append(conn)
+        for r in replies:
+            if isinstance(r, ResponseError):
+                raise r
+        return replies
+
+    async def _redis_pipeline(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for c in commands:
+            pipe.execute_command(*c)
+        return await pipe.execute()
 
     async def _drop(self, conn: AbstractConnection) -> None:
         await conn.disconnect(nowait=True)

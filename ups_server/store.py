@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from ups_server.redisconn import Direct
 
@@ -81,6 +82,8 @@ class WorkitemStore:
         self.k_final, self.k_start, self.k_all = f"{p}final", f"{p}start", f"{p}ix:all"
         self.k_active = f"{p}active"  # IN PROGRESS workitems scored by last commit time
         self.k_scratch, self.k_scratch_range = f"{p}tmp:search", f"{p}tmp:search:r"
+        # SORT_RO's GET pattern puts the UID at the first "*": a prefix holding one cannot use it
+        self._sorted_reads = "*" not in p
 
     def wi_key(self, uid: str) -> str:
         return f"{self.prefix}wi:{uid}"
@@ -174,7 +177,27 @@ class WorkitemStore:
         ``[v1,...,vn]``, []) — Redis sends the values alone, without their UIDs, and they are
         joined as they arrive (b"" for an empty page). When a workitem on the page lacks
         ``field`` (stored before projections were kept): (total, n, None, the page as
-        ``page`` gives it), for the caller to make the missing values."""
+        ``page`` gives it), for the caller to make the missing values.
+
+        When one sorted set answers (no range, at most one index: a performer's pull of
+        SCHEDULED workitems of its code), the page is read by ``SORT_RO key BY nosort LIMIT
+        ... GET {prefix}wi:*->field`` (the set's own order) beside its ``ZCARD``, in one
+        MULTI: Redis reads the hash fields natively. Through the search script every value
+        crosses Lua's string bridge twice, ~6 µs per 3 KB projection: a page of 50 cost
+        Redis ~320 µs of CPU, with SORT_RO ~70 µs."""
+        if start_range is None and len(index_keys) <= 1 and count > 0 and field and self._sorted_reads:
+            key = index_keys[0] if index_keys else self.k_all
+            try:
+                *_, (total, values) = await self.direct.pipeline(
+                    ("MULTI",), ("ZCARD", key),
+                    ("SORT_RO", key, "BY", "nosort", "LIMIT", offset, count, "GET", f"{self.prefix}wi:*->{field}"),
+                    ("EXEC",))
+            except ResponseError:  # a Redis before 7.0: no SORT_RO
+                self._sorted_reads = False
+            else:
+                if None not in values:
+                    n = len(values)
+                    return total, n, b"[" + b",".join(values) + b"]" if n else b"", []
         res = await self._run_search(index_keys, start_range, offset, count, field, True)
         total, n = int(res[0]), int(res[1])
         if n >= 0:
