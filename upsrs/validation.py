@@ -142,18 +142,28 @@ def _check_element(info: _KeyInfo, el: Any, problems: list[Problem], where: Any)
 MAX_SEQUENCE_DEPTH = 32
 
 
-def check_structure(ds: Any, problems: list[Problem]) -> None:
-    """Structure and value format of every element of a dataset and its items."""
-    _structure(ds, (), problems, 0, "")
+Blanks = dict[int, tuple[str, ...]]
 
 
-def _structure(ds: Any, path: PathT, problems: list[Problem], depth: int, prefix: str) -> None:
+def check_structure(ds: Any, problems: list[Problem], blanks: Blanks | None = None) -> None:
+    """Structure and value format of every element of a dataset and its items.
+
+    ``blanks`` receives, by the ``id`` of each dataset, the keys of its elements that have
+    no value (``key`` without a Value array, ``key=`` with one that holds no value): with
+    the dataset's keys, all that the requirement walk reads of its elements (see
+    "remembered shapes"), noted here so that walk need not look at each element again."""
+    _structure(ds, (), problems, 0, "", {} if blanks is None else blanks)
+
+
+def _structure(ds: Any, path: PathT, problems: list[Problem], depth: int, prefix: str, blanks: Blanks) -> None:
     if not isinstance(ds, dict):
         problems.append(Problem(prefix + format_path(path), "a dataset must be an object"))
         return
     if depth > MAX_SEQUENCE_DEPTH:
         problems.append(Problem(prefix + format_path(path), f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep"))
         return
+    blank: list[str] = []
+    fast_match = _FAST_MATCH
     for k, el in ds.items():
         info = _KEYS.get(k)
         if info is None:
@@ -161,47 +171,51 @@ def _structure(ds: Any, path: PathT, problems: list[Problem], depth: int, prefix
         if type(info) is not _KeyInfo:
             problems.append(Problem(prefix + format_path(path) + info.path, info.message, info.status))  # type: ignore[union-attr]
             continue
+        # The common case, found valid without building anything (``_element_ok``, inline:
+        # this runs for every element of every request); else the full check words
+        # every problem.
+        if type(el) is dict:
+            vr = el.get("vr")
+            if vr in info.vrs_ok:
+                n = len(el)
+                if n == 1:
+                    blank.append(k)
+                    continue
+                values = el.get("Value")
+                if n == 2 and type(values) is list:
+                    if not values:
+                        blank.append(k + "=")
+                        continue
+                    if vr == "SQ":
+                        for item in values:
+                            if type(item) is not dict:
+                                break
+                        else:
+                            for i, item in enumerate(values):
+                                _structure(item, path + (info.tag, -1 - i), problems, depth + 1, prefix, blanks)
+                            continue
+                    elif _values_ok(info, vr, values, fast_match.get(vr)):
+                        first = values[0]
+                        if (first is None or first == "") and not dj.has_value(el):
+                            blank.append(k + "=")
+                        continue
         tag = info.tag
-        if _element_ok(info, el):
-            # the common case, found valid without building anything; else the full check
-            # below words every problem
-            if len(el) == 2 and el["vr"] == "SQ":
-                for n, item in enumerate(el["Value"]):
-                    _structure(item, path + (tag, -1 - n), problems, depth + 1, prefix)
-            continue
         _check_element(info, el, problems, lambda: prefix + format_path(path + (tag,)))
+        if not dj.has_value(el):
+            blank.append(k + "=" if type(el) is dict and type(el.get("Value")) is list else k)
         if type(el) is dict and el.get("vr") == "SQ":
             items = el.get("Value")
             if type(items) is list:
-                for n, item in enumerate(items):
+                for i, item in enumerate(items):
                     if isinstance(item, dict):
-                        _structure(item, path + (tag, -1 - n), problems, depth + 1, prefix)
+                        _structure(item, path + (tag, -1 - i), problems, depth + 1, prefix, blanks)
+    blanks[id(ds)] = tuple(blank)
 
 
-def _element_ok(info: _KeyInfo, el: Any) -> bool:
-    """True only if ``_check_element`` would find nothing wrong with ``el``: a plain
-    ``{"vr"[, "Value"]}`` element whose values pass their VR's check (sequence items are
-    plain objects, checked by the caller). False = let ``_check_element`` look."""
-    if type(el) is not dict:
-        return False
-    vr = el.get("vr")
-    if vr not in info.vrs_ok:
-        return False
-    n = len(el)
-    if n == 1:
-        return True  # {"vr": ..}: empty
-    if n != 2:
-        return False
-    values = el.get("Value")
-    if type(values) is not list:
-        return False
-    if vr == "SQ":
-        for item in values:
-            if type(item) is not dict:
-                return False
-        return True
-    # a string its VR's pattern matches is valid without a call into the checker
-    fast = _FAST_MATCH.get(vr)
+def _values_ok(info: _KeyInfo, vr: str, values: list[Any], fast: Any) -> bool:
+    """True only if ``_check_element`` would find nothing wrong with these values of a
+    plain ``{"vr", "Value"}`` element of a VR that is not SQ; False = let it look. A
+    string its VR's pattern (``fast``) matches is valid without a call into the checker."""
     for v in values:
         if (fast is None or type(v) is not str or fast(v) is None) and vrs.checker(vr)(v) is not None:
             return False
@@ -308,7 +322,7 @@ def _cond_holds(cond: _Cond | None, ds: dj.Dataset, ancestors: tuple[dj.Dataset,
 
 
 def _walk_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode, path: PathT, out: Outcome,
-                       parent_added: bool, ancestors: tuple[dj.Dataset, ...]) -> tuple[_Done, ...] | None:
+                       parent_added: bool, ancestors: tuple[dj.Dataset, ...], blanks: Blanks) -> tuple[_Done, ...] | None:
     """The requirement checks of one dataset, descending into its items; returns what it
     did at this level (``_Done`` steps), or None if this level had a problem of its own."""
     done: list[_Done] = []
@@ -383,14 +397,17 @@ def _walk_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mo
                 done.append((_DESCEND, s.key, tag, children))
                 for n, item in enumerate(values):
                     if isinstance(item, dict):
-                        _check_requirements(item, children, mode, path + (tag, -1 - n), out, ancestors=(ds, *ancestors))
+                        _check_requirements(item, children, mode, path + (tag, -1 - n), out,
+                                            ancestors=(ds, *ancestors), blanks=blanks)
     return tuple(done) if clean else None
 
 
 # ---------------------------------------------------------------- remembered shapes
 # One level of the requirement walk (a dataset against its rules table, not its items)
-# reads only: which attributes are present, whether each has a value, how many values each
-# holds, and what its "when=T:V" conditions say (on it or on an enclosing item). Workitems repeat those shapes — every
+# reads only: which attributes are present, which of them have no value (and whether those
+# have a Value array), and what its "when=T:V" conditions say (on it or on an enclosing
+# item). The structure check notes the blank elements as it passes them (``Blanks``), so
+# a shape costs one ``tuple(ds)`` more. Workitems repeat those shapes — every
 # workitem's top level, every coded item of a code sequence, every input series — so a
 # shape that passed without a problem of its own is remembered with what the walk did
 # there (type-2 elements added, sequences descended into, in rules order) and replayed for
@@ -413,35 +430,48 @@ def _whens(rules: dict[int, AttributeRule], mode: Mode) -> tuple[_Cond, ...]:
     return found
 
 
-def _shape(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode,
-           ancestors: tuple[dj.Dataset, ...]) -> tuple[Any, ...] | None:
-    """Everything one level of the walk reads — from ``ds``, and from the enclosing items
-    through "when=^T:V" conditions — or None (not remembered: an element that is not a
-    plain object with a list of values)."""
-    has_value = dj.has_value
-    shape: list[Any] = [id(rules), mode]
+def _blank_keys(ds: dj.Dataset) -> tuple[str, ...] | None:
+    """``ds``'s blanks as ``check_structure`` notes them, for a dataset it did not see;
+    None for an element that is not a plain object with a list of values (a dataset
+    with one is not remembered)."""
+    blank: list[str] = []
     for k, el in ds.items():
         if type(el) is not dict:
             return None
         v = el.get("Value")
-        if type(v) is list and v:
-            first = v[0]
-            # ``dj.has_value`` without the call in the usual case (a first value)
-            shape += (k, len(v), (first is not None and first != "") or has_value(el))
-        elif v is None or type(v) is list:
-            shape += (k, -1 if v is None else 0, has_value(el))
-        else:
+        if v is not None and type(v) is not list:
             return None
-    for cond in _whens(rules, mode):
-        shape.append(_cond_holds(cond, ds, ancestors))
-    return tuple(shape)
+        if not dj.has_value(el):
+            blank.append(k if v is None else k + "=")
+    return tuple(blank)
+
+
+def _shape(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode,
+           ancestors: tuple[dj.Dataset, ...], blanks: Blanks) -> tuple[Any, ...] | None:
+    """Everything one level of the walk reads — which elements ``ds`` has, which of them
+    have no value (``blanks``), and what its "when" conditions say (on it or on enclosing
+    items, "when=^T:V") — or None (not remembered)."""
+    blank = blanks.get(id(ds))
+    if blank is None:
+        blank = _blank_keys(ds)
+        if blank is None:
+            return None
+    whens = _WHENS.get((id(rules), mode))
+    if whens is None:
+        whens = _whens(rules, mode)
+    if not whens:
+        return (id(rules), mode, tuple(ds), blank)
+    return (id(rules), mode, tuple(ds), blank, *[_cond_holds(cond, ds, ancestors) for cond in whens])
 
 
 def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode, path: PathT,
-                        out: Outcome, parent_added: bool = False, ancestors: tuple[dj.Dataset, ...] = ()) -> None:
+                        out: Outcome, parent_added: bool = False, ancestors: tuple[dj.Dataset, ...] = (),
+                        blanks: Blanks | None = None) -> None:
     """Table CC.2.5-3's requirements on ``ds`` and its items: a remembered shape's steps
     replayed, else the walk (which remembers the shape if it passed)."""
-    shape = None if parent_added else _shape(ds, rules, mode, ancestors)
+    if blanks is None:
+        blanks = {}
+    shape = None if parent_added else _shape(ds, rules, mode, ancestors, blanks)
     if shape is not None:
         done = _SHAPES.get(shape)
         if done is not None:
@@ -450,11 +480,12 @@ def _check_requirements(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: M
                     ds[key] = dj.element(arg)
                     out.added.append(format_path(path + (tag,)))
                 else:
+                    enclosing = (ds, *ancestors)
                     for n, item in enumerate(ds[key]["Value"]):
-                        if isinstance(item, dict):
-                            _check_requirements(item, arg, mode, path + (tag, -1 - n), out, ancestors=(ds, *ancestors))
+                        if type(item) is dict:
+                            _check_requirements(item, arg, mode, (*path, tag, -1 - n), out, False, enclosing, blanks)
             return
-    walked = _walk_requirements(ds, rules, mode, path, out, parent_added, ancestors)
+    walked = _walk_requirements(ds, rules, mode, path, out, parent_added, ancestors, blanks)
     if shape is not None and walked is not None:
         if len(_SHAPES) >= _SHAPES_MAX:
             _SHAPES.clear()
@@ -465,10 +496,11 @@ def check(ds: dj.Dataset, mode: Mode) -> Outcome:
     """Check a dataset for N-CREATE or N-SET. Adds the empty type-2 elements an N-CREATE
     lacks (the SCP's coercion, reported in ``added``) and reports every problem found."""
     out = Outcome()
-    check_structure(ds, out.problems)
+    blanks: Blanks = {}
+    check_structure(ds, out.problems, blanks)
     if out.problems:
         return out
-    _check_requirements(ds, ups_attributes(), mode, (), out)
+    _check_requirements(ds, ups_attributes(), mode, (), out, blanks=blanks)
     return out
 
 

@@ -181,10 +181,13 @@ _FAST_VALID: dict[str, re.Pattern[str]] = {
     "LT": re.compile(r"[\x20-\x7e\t\n\r]{0,10240}"),
     "UT": re.compile(r"[\x20-\x7e\t\n\r]*"),
     "UR": re.compile(r"[\x21-\x7e]*"),
-    "UI": re.compile(r"(?=[0-9.]{1,64}$)(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*"),
+    # no capturing groups, and digits taken possessively: a workitem holds ~20 UIDs
+    "UI": re.compile(r"(?=[0-9.]{1,64}$)(?:0|[1-9][0-9]*+)(?:\.(?:0|[1-9][0-9]*+))*+"),
     "DS": re.compile(r"(?=[ +\-0-9.eE]{1,16}$) *[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)? *"),
     "IS": re.compile(r"(?=[ +\-0-9]{1,12}$) *[+-]?[0-9]{1,9} *"),
     "AS": re.compile(r"[0-9]{3}[DWMY]"),
+    # days 01-28 exist in every month of every year; the 29th to 31st go to the full check
+    "DA": re.compile(r"[1-9][0-9]{3}(?:0[1-9]|1[0-2])(?:0[1-9]|1[0-9]|2[0-8])"),
     "AT": re.compile(r"[0-9A-Fa-f]{8}"),
 }
 
