@@ -2,6 +2,7 @@
 
     python -m bench                        # lifecycle, search + memory on one 100k load, events
     python -m bench --only lifecycle       # one benchmark (repeatable: --only search --only memory)
+    python -m bench --only lifecycle --rounds 5   # each transaction between two bare phases, 5 times: medians
     python -m bench --only events          # event lag (1/100/1,000 subscribers) and recovery
     python -m bench --quick                # smoke run with small sizes (~2½ minutes)
     python -m bench --only performer       # performer end to end with Orthanc (~10 min; not in the default run)
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subscribers", type=int, action="append",
                     help="subscriber counts of the event lag benchmark (repeatable; default 1, 100, 1000; quick 1, 10, 100); "
                          "recovery runs with the largest")
+    ap.add_argument("--rounds", type=int, help="lifecycle: each transaction phase this many times, each between two "
+                                                "bare phases; medians of the pairs (3 s phases unless --duration)")
     ap.add_argument("--json", type=Path, help="write the raw results here")
     ap.add_argument("--markdown", type=Path, help="write the result tables here")
     ap.add_argument("--profile", type=Path, help="py-spy the server during each throughput phase, search kind, "
@@ -86,9 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         hook = _profile_hook(a.profile) if a.profile else None
         if "lifecycle" in which:
             print("## 1. lifecycle and transaction throughput", flush=True)
-            res = lifecycle.run(pool, duration=duration, connections=a.connections, profile_hook=hook)
-            results["lifecycle"] = res
-            md += ["## Throughput", "", lifecycle.markdown(res), ""]
+            if a.rounds:
+                res = lifecycle.run_rounds(pool, rounds=a.rounds, duration=a.duration or 3.0, connections=a.connections)
+                results["lifecycle_rounds"] = res
+                md += ["## Throughput, in rounds", "", lifecycle.markdown_rounds(res), ""]
+            else:
+                res = lifecycle.run(pool, duration=duration, connections=a.connections, profile_hook=hook)
+                results["lifecycle"] = res
+                md += ["## Throughput", "", lifecycle.markdown(res), ""]
         if "memory" in which:
             print("## 2+3. memory" + (" and search" if "search" in which else ""), flush=True)
             measure = (lambda env: search.measure(pool, env, per_kind, profile_hook=hook,

@@ -8,7 +8,7 @@ UPS rate is reported as a ratio of the mean bare rate. Target: each transaction 
 from __future__ import annotations
 
 import random
-from statistics import mean
+from statistics import mean, median
 from typing import Any
 
 from bench import Env, start_env
@@ -163,4 +163,117 @@ def markdown(res: dict[str, Any]) -> str:
         u = lc["steps_1"][k]
         out.append(f"| {k} | {s['rate']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {u['p50_ms']:.1f} | {u['p99_ms']:.1f} |")
     out += ["", f"One client alone runs {lc['workitems_per_s_1']:.0f} lifecycles/s (unloaded latencies above)."]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- rounds (--rounds N)
+ROUND_PHASES = (("create", "create (RAD-80)"), ("retrieve", "retrieve (RAD-83)"),
+                ("search", "search SCHEDULED+code, limit=10 (RAD-81)"),
+                ("search-50", "search SCHEDULED+code, limit=50 (RAD-81)"),
+                ("change-state", "change state: claim (RAD-82)"), ("update", "update: progress (RAD-84)"),
+                ("lifecycle", "whole lifecycle (requests/s)"))
+
+
+def run_rounds(pool: Pool, *, rounds: int, duration: float = 3.0, connections: int = 32) -> dict[str, Any]:
+    """Every transaction phase ``rounds`` times, each between two bare phases; its ratio in a
+    round is its rate over the mean of those two bare rates (and per CPU: each rate over
+    its server's CPU). On a shared machine one 5 s phase moves by ±10% against the next, as
+    much as a change is worth: the median of many adjacent pairs is what resolves it."""
+    env = start_env(with_bare=True)
+    assert env.bare is not None
+    host = "127.0.0.1"
+    watch_srv = {"server": env.server.proc.pid, "redis": env.redis.proc.pid}
+    watch_bare = {"server": env.bare.proc.pid, "redis": env.redis.proc.pid}
+    base = {"host": host, "connections": connections, "bodies": 300}
+    pairs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in ROUND_PHASES}
+    lat: dict[str, list[float]] = {name: [] for name, _ in ROUND_PHASES}
+    bare_rates: list[float] = []
+    try:
+        pool.run("warm-bare", host, env.bare.port, f"{W}:bare", connections=connections, duration=1.0, params=base)
+        pool.run("warm-create", host, env.server.port, f"{W}:create", connections=connections, duration=1.0,
+                 setup=f"{W}:body_pool", params={**base, "keep_uids": False})
+
+        def bare() -> PhaseResult:
+            r = pool.run("bare", host, env.bare.port, f"{W}:bare", connections=connections, duration=duration,
+                         params=base, watch=watch_bare)
+            bare_rates.append(r.rate("bare"))
+            return r
+
+        def ups(name: str, scenario: str, **kw: Any) -> PhaseResult:
+            r = pool.run(name, host, env.server.port, f"{W}:{scenario}", connections=connections, duration=duration,
+                         setup=f"{W}:body_pool", watch=watch_srv, **{"params": base, **kw})
+            _print(r)
+            return r
+
+        code = CODES[0][0]
+        for n in range(rounds):
+            print(f"  round {n + 1} of {rounds}", flush=True)
+            before = bare()
+            for name, _ in ROUND_PHASES:
+                if name == "create":
+                    r = ups(name, "create", params={**base, "keep_uids": True})
+                    uids = list(r.out)
+                    need = int(r.rate("create") * 2.5 * duration) - len(uids)  # claims outrun creates
+                    if need > 0:
+                        uids += pool.run("fill", host, env.server.port, f"{W}:create", connections=connections,
+                                         warmup=0.0, duration=need / max(r.rate("create"), 1.0),
+                                         setup=f"{W}:body_pool", params={**base, "keep_uids": True}).out
+                    random.Random(n).shuffle(uids)
+                    kind = "create"
+                elif name == "retrieve":
+                    r, kind = ups(name, "retrieve", params={**base, "uids": uids[:5000]}), "retrieve"
+                elif name in ("search", "search-50"):
+                    queries = ([q(ProcedureStepState="SCHEDULED", **{"ScheduledWorkitemCodeSequence.CodeValue": c[0]},
+                                  limit="10") for c in CODES] if name == "search" else
+                               [q(ProcedureStepState="SCHEDULED", **{"ScheduledWorkitemCodeSequence.CodeValue": code},
+                                  limit="50")])
+                    r, kind = ups(name, "search", params={**base, "queries": queries}), "search"
+                elif name == "change-state":
+                    r, kind = ups(name, "claim", work=uids), "change-state"
+                    claimed = list(r.out)
+                elif name == "update":
+                    r, kind = ups(name, "update", params={**base, "claimed": claimed}), "update"
+                else:
+                    r, kind = ups(name, "lifecycle"), ""
+                after = bare()
+                bare_rate = (before.rate("bare") + after.rate("bare")) / 2
+                bare_per_cpu = (before.rate("bare") / before.cpu["server"] + after.rate("bare") / after.cpu["server"]) / 2
+                rate = r.rate(kind) if kind else r.rate()
+                pairs[name].append({"ratio": rate / bare_rate, "per_cpu": rate / r.cpu["server"] / bare_per_cpu,
+                                    "rate": rate, "bare": bare_rate, "exhausted": bool(r.exhausted),
+                                    "errors": r.errors})
+                lat[name] += [x for k, v in r.latencies.items() if k == kind or not kind for x in v]
+                before = after
+        errors_5xx = env.server_errors()
+    finally:
+        env.stop()
+    rows = []
+    for name, label in ROUND_PHASES:
+        got = pairs[name]
+        ratios = sorted(p["ratio"] for p in got)
+        per_cpu = sorted(p["per_cpu"] for p in got)
+        rows.append({"transaction": label, "rounds": len(got), "ratio": median(ratios), "ratio_range": (ratios[0], ratios[-1]),
+                     "per_cpu": median(per_cpu), "per_cpu_range": (per_cpu[0], per_cpu[-1]),
+                     "rate": median(p["rate"] for p in got), "p50_ms": percentile(lat[name], 50) * 1000,
+                     "p99_ms": percentile(lat[name], 99) * 1000, "pass": median(ratios) >= TARGET_RATIO,
+                     "exhausted": any(p["exhausted"] for p in got), "pairs": got})
+    return {"rounds": rounds, "duration_s": duration, "connections": connections, "client_processes": len(pool.pids),
+            "bare_rates": bare_rates, "rows": rows, "server_5xx": errors_5xx}
+
+
+def markdown_rounds(res: dict[str, Any]) -> str:
+    out = [f"{res['rounds']} rounds; in each, every transaction phase ({res['duration_s']:.0f} s, "
+           f"{res['connections']} keep-alive connections from {res['client_processes']} client processes) runs between "
+           f"two bare phases, and its ratio is its rate over their mean. Bare: "
+           f"{min(res['bare_rates']):.0f}–{max(res['bare_rates']):.0f} req/s over {len(res['bare_rates'])} phases.",
+           "",
+           "| transaction | median vs bare | range | median per CPU | range | req/s (median) | p50 ms | p99 ms | target ≥ 50% |",
+           "|---|---:|---|---:|---|---:|---:|---:|---|"]
+    for r in res["rows"]:
+        lo, hi = r["ratio_range"]
+        plo, phi = r["per_cpu_range"]
+        out.append(f"| {r['transaction']} | {r['ratio'] * 100:.0f}% | {lo * 100:.0f}–{hi * 100:.0f}% | "
+                   f"{r['per_cpu'] * 100:.0f}% | {plo * 100:.0f}–{phi * 100:.0f}% | {r['rate']:.0f} | {r['p50_ms']:.1f} | "
+                   f"{r['p99_ms']:.1f} | {'PASS' if r['pass'] else 'FAIL'}{' (ran dry)' if r['exhausted'] else ''} |")
+    out += ["", f"Server answers with a 5xx: {res['server_5xx']}."]
     return "\n".join(out)
