@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ups_server import logs
+from ups_server import logs, memtrim
 from ups_server.routes import change_state, create_workitem, retrieve_workitem, search_workitems, update_workitem
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -97,6 +97,7 @@ class TaskManagerApp(Starlette):
                 started = True
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": response.body})
+                memtrim.trimmer.note(len(response.body))  # a large search reply: hand its heap back
             finally:
                 logs.finish(scope, rid, status, start)
         except Exception:

@@ -1,0 +1,66 @@
+"""Handing freed memory back to the system after large replies.
+
+A search without a limit on a large store answers with megabytes: a one-day range at 100k
+workitems is 559 results, 2.1 MiB, and Redis sends it as 559 values of ~4 KiB. With a few
+dozen such searches in flight, glibc's heap grows by tens of MiB of those small blocks;
+when they are freed, the heap keeps them (pages in its middle are only returned by
+``malloc_trim``), so the server's resident size stays at the burst's high-water mark —
+measured in-process at 20k workitems: +12 MiB after 320 such searches, back to +0.5 MiB
+after one ``malloc_trim(0)``, which took 1.5 ms. That is the growth that made the
+server's RSS depend on the store's size (docs/benchmarks.md, Memory).
+
+So a reply of at least ``LARGE_REPLY`` bytes schedules one ``malloc_trim(0)`` shortly
+after (``DELAY``: when the reply's buffers are gone; further large replies meanwhile join
+the same trim): at most five trims a second, ~1% of a core while large replies keep
+coming, nothing otherwise. Where the C library has no ``malloc_trim`` (musl, macOS),
+nothing happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+from typing import Callable
+
+LARGE_REPLY = 256 << 10  # bytes: above a page of 50 default projections (~190 KiB)
+DELAY = 0.2  # seconds
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+class Trimmer:
+    """``note(n)`` after sending a reply of ``n`` bytes; trims at most once per ``delay``."""
+
+    def __init__(self, trim: Callable[[int], int] | None = None, large: int = LARGE_REPLY, delay: float = DELAY):
+        self.trim = trim if trim is not None else _find_malloc_trim()
+        self.large = large
+        self.delay = delay
+        self.pending = False
+        self.trims = 0
+
+    def note(self, size: int) -> None:
+        if size < self.large or self.pending or self.trim is None:
+            return
+        self.pending = True
+        asyncio.get_running_loop().call_later(self.delay, self._run)
+
+    def _run(self) -> None:
+        self.pending = False
+        self.trims += 1
+        self.trim(0)  # type: ignore[misc]
+
+
+trimmer = Trimmer()
