@@ -290,9 +290,16 @@ class Fanout:
                 await asyncio.sleep(0.5)
                 continue
             if res:
-                entries = Entry.chain(res[0][1], self.position)
-                await self.dispatch(entries)
-                self.position = entries[-1].id
+                raw = res[0][1]
+                if self.conns:
+                    entries = Entry.chain(raw, self.position)
+                    await self.dispatch(entries)
+                    self.position = entries[-1].id
+                else:
+                    # no channel open on this replica: nothing to parse or deliver (what
+                    # dispatch would find); replays read the stream themselves
+                    last = raw[-1][0]
+                    self.position = last.decode() if isinstance(last, bytes) else last
             self.positions.append((time.monotonic(), self.position))
 
     async def dispatch(self, entries: list[Entry]) -> None:
