@@ -19,6 +19,15 @@ TARGET_RATIO = 0.5
 W = "bench.workload"
 
 
+def _searches(phase: str) -> list[str]:
+    """The queries of a search phase: "search", SCHEDULED workitems of each code, 10 a
+    page; "search-50", of the first code, 50 a page (a performer's pull)."""
+    if phase == "search":
+        return [q(ProcedureStepState="SCHEDULED", **{"ScheduledWorkitemCodeSequence.CodeValue": c[0]}, limit="10")
+                for c in CODES]
+    return [q(ProcedureStepState="SCHEDULED", **{"ScheduledWorkitemCodeSequence.CodeValue": CODES[0][0]}, limit="50")]
+
+
 def _lat(r: PhaseResult, kind: str) -> dict[str, float]:
     v = r.latencies.get(kind, [])
     return {"n": len(v), "rate": r.rate(kind), "p50_ms": percentile(v, 50) * 1000, "p99_ms": percentile(v, 99) * 1000}
@@ -72,12 +81,8 @@ def run(pool: Pool, *, duration: float = 5.0, connections: int = 32, env: Env | 
         random.Random(7).shuffle(uids)
         ups("retrieve", "retrieve", params={**base, "uids": uids[:5000]})
         bare()
-        code = CODES[0][0]
-        ups("search", "search", params={**base, "queries": [
-            q(ProcedureStepState="SCHEDULED", **{"ScheduledWorkitemCodeSequence.CodeValue": c[0]}, limit="10")
-            for c in CODES]})
-        ups("search-50", "search", params={**base, "kind": "search", "queries": [
-            q(ProcedureStepState="SCHEDULED", **{"ScheduledWorkitemCodeSequence.CodeValue": code}, limit="50")]})
+        ups("search", "search", params={**base, "queries": _searches("search")})
+        ups("search-50", "search", params={**base, "kind": "search", "queries": _searches("search-50")})
         claimed = ups("change-state", "claim", work=uids)
         ups("update", "update", params={**base, "claimed": list(claimed.out)})
         bare()
@@ -205,7 +210,6 @@ def run_rounds(pool: Pool, *, rounds: int, duration: float = 3.0, connections: i
             _print(r)
             return r
 
-        code = CODES[0][0]
         for n in range(rounds):
             print(f"  round {n + 1} of {rounds}", flush=True)
             before = bare()
@@ -223,11 +227,7 @@ def run_rounds(pool: Pool, *, rounds: int, duration: float = 3.0, connections: i
                 elif name == "retrieve":
                     r, kind = ups(name, "retrieve", params={**base, "uids": uids[:5000]}), "retrieve"
                 elif name in ("search", "search-50"):
-                    queries = ([q(ProcedureStepState="SCHEDULED", **{"ScheduledWorkitemCodeSequence.CodeValue": c[0]},
-                                  limit="10") for c in CODES] if name == "search" else
-                               [q(ProcedureStepState="SCHEDULED", **{"ScheduledWorkitemCodeSequence.CodeValue": code},
-                                  limit="50")])
-                    r, kind = ups(name, "search", params={**base, "queries": queries}), "search"
+                    r, kind = ups(name, "search", params={**base, "queries": _searches(name)}), "search"
                 elif name == "change-state":
                     r, kind = ups(name, "claim", work=uids), "change-state"
                     claimed = list(r.out)

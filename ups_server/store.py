@@ -63,6 +63,11 @@ def _pairs(res: list[Any], start: int) -> list[tuple[str, bytes | None]]:
     return [(res[i].decode(), res[i + 1] or None) for i in range(start, len(res), 2)]
 
 
+def _array(values: list[bytes]) -> bytes:
+    """Stored JSON values as one JSON array (b"" for none: the reply is a 204)."""
+    return b"[" + b",".join(values) + b"]" if values else b""
+
+
 def _script(name: str) -> str:
     return resources.files("ups_server.lua").joinpath(name).read_text("utf-8")
 
@@ -196,12 +201,11 @@ class WorkitemStore:
                 self._sorted_reads = False
             else:
                 if None not in values:
-                    n = len(values)
-                    return total, n, b"[" + b",".join(values) + b"]" if n else b"", []
+                    return total, len(values), _array(values), []
         res = await self._run_search(index_keys, start_range, offset, count, field, True)
         total, n = int(res[0]), int(res[1])
         if n >= 0:
-            return total, n, b"[" + b",".join(res[2:]) + b"]" if n else b"", []
+            return total, n, _array(res[2:]), []
         page = _pairs(res, 2)
         return total, len(page), None, page
 

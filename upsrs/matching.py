@@ -294,13 +294,13 @@ def nested_return_tags() -> dict[int, frozenset[int]]:
 
 
 @cache
-def _default_keys() -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[tuple[str, frozenset[str]], ...]]:
+def _default_keys() -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[tuple[str, int, frozenset[str]], ...]]:
     """(key, empty-element VR) of the always-returned tags, the if-present keys, and
     ``nested_return_tags`` by property name (every stored workitem is projected)."""
     always, present = default_return_tags()
     return (tuple((dj.key(t), (dj.dictionary_vrs(t) or ("UN",))[0]) for t in sorted(always)),
             tuple(dj.key(t) for t in sorted(present)),
-            tuple((dj.key(seq), frozenset(dj.key(t) for t in kids)) for seq, kids in nested_return_tags().items()))
+            tuple((dj.key(seq), seq, frozenset(dj.key(t) for t in kids)) for seq, kids in nested_return_tags().items()))
 
 
 def project(ds: dj.Dataset, query: Query) -> dj.Dataset:
@@ -330,11 +330,10 @@ def project(ds: dj.Dataset, query: Query) -> dj.Dataset:
             out[k] = ds[k]
     if "00080005" in ds:
         out["00080005"] = ds["00080005"]
-    for k, kids in nested:
+    for k, seq, kids in nested:
         if k in out or k not in ds:
             continue
-        kept = [{ik: iv for ik, iv in item.items() if ik in kids} for item in dj.values(ds, int(k, 16))
-                if isinstance(item, dict)]
+        kept = [{ik: iv for ik, iv in item.items() if ik in kids} for item in dj.items(ds, seq)]
         kept = [item for item in kept if item]
         if kept:
             out[k] = dj.element("SQ", *kept)

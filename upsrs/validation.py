@@ -456,9 +456,7 @@ def _shape(ds: dj.Dataset, rules: dict[int, AttributeRule], mode: Mode,
         blank = _blank_keys(ds)
         if blank is None:
             return None
-    whens = _WHENS.get((id(rules), mode))
-    if whens is None:
-        whens = _whens(rules, mode)
+    whens = _whens(rules, mode)
     if not whens:
         return (id(rules), mode, tuple(ds), blank)
     return (id(rules), mode, tuple(ds), blank, *[_cond_holds(cond, ds, ancestors) for cond in whens])
