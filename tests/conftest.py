@@ -3,7 +3,12 @@ over the embedded store), and HTTP clients that speak DICOM JSON."""
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
+
+# Every dataset the suite sends (to the library and to the servers it starts) that the
+# compiled schema accepts is checked by the validation engine too (upsrs/schema.py).
+os.environ.setdefault("AIW_VALIDATION_CROSSCHECK", "1")
 
 import httpx
 import pytest

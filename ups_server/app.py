@@ -17,6 +17,7 @@ from starlette.schemas import SchemaGenerator
 
 from upsrs import dicomjson as dj
 from upsrs import events as ev
+from upsrs import schema as ups_schema
 from upsrs.uids import GLOBAL_SUBSCRIPTION
 from ups_server import logs
 from ups_server.channel import channel
@@ -92,6 +93,7 @@ def create_app(settings: ServerSettings | None = None, redis: Redis | None = Non
         if settings.lease_seconds > 0:
             loops.append(("leases", lease_loop))
         tasks = [asyncio.create_task(_forever(n, f)) for n, f in loops]
+        ups_schema.prepare()  # the compiled N-CREATE / N-SET schemas, before the first request
         # SCP Status Change: RESTARTED, subscriptions and workitems kept (WARM START)
         await store.append_events([(GLOBAL_SUBSCRIPTION, 0, ev.SCP_STATUS_CHANGE,
                                     dj.dumps(ev.scp_status_change("RESTARTED")), "*")])

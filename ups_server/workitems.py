@@ -173,12 +173,13 @@ class WorkitemService:
         if sop_class is not None and sop_class != UPS_PUSH_SOP_CLASS:
             raise UpsFailure("create", "0106", f"SOP Class UID (0008,0016) {sop_class} is not UPS Push ({UPS_PUSH_SOP_CLASS})")
         ds.pop(dj.key(SOP_CLASS_UID), None)
+        # The lock lives beside the workitem, never in it; absent or empty are both fine. The
+        # table makes it type 2, so it is checked present and empty, then taken out again.
+        ds[dj.key(TRANSACTION_UID)] = {"vr": "UI"}
         outcome = validation.check(ds, "create")
         if outcome.problems:
             raise _dataset_error("create", outcome.problems)
-        # The lock lives beside the workitem, never in it; absent or empty are both fine.
         ds.pop(dj.key(TRANSACTION_UID), None)
-        outcome.added = [p for p in outcome.added if p != "(0008,1195)"]
         modified = bool(outcome.added) or dj.has_value(ds.get(dj.key(MODIFICATION_DATETIME)))
         if not dj.has_value(ds.get(dj.key(WORKLIST_LABEL))):
             dj.set_value(ds, WORKLIST_LABEL, "LO", self.settings.default_worklist_label)
