@@ -36,6 +36,7 @@ def server(
     from aiw.compose import create_site
     from ups_server.app import going_down
     from ups_server.gctune import tune_for_serving
+    from ups_server.memtrim import keep_heap
     from ups_server.settings import ServerSettings
 
     settings = ServerSettings(host=host, port=port, redis_url=redis_url, path_prefix=path_prefix, log_json=log_json)
@@ -45,6 +46,7 @@ def server(
         async def startup(self, sockets=None):  # type: ignore[no-untyped-def]
             await super().startup(sockets)
             tune_for_serving()  # what exists now lives as long as the process
+            keep_heap()  # no heap shrinking and regrowing with every large reply
 
         async def shutdown(self, sockets=None):  # type: ignore[no-untyped-def]
             # tell subscribers before uvicorn closes their channels

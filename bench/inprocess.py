@@ -6,8 +6,9 @@ callers over its own redis-server, and the process's CPU time is divided by the 
 requests. The throughput benchmark's ratio mixes this cost with uvicorn's and with what the
 neighbours leave of the machine; this isolates ours, so a change to the hot path can be
 weighed in minutes. The time the cycle collector takes is reported beside it
-(``gc.callbacks``). ``aiw server`` tunes the collector once started (``ups_server.gctune``);
-so does this harness, when the tree it runs has that module.
+(``gc.callbacks``). ``aiw server`` tunes the collector once started (``ups_server.gctune``)
+and fixes glibc's heap thresholds (``ups_server.memtrim.keep_heap``); so does this harness,
+when the tree it runs has them.
 
     python -m bench.inprocess                     # 5 rounds of 1,000 requests per transaction
     PYTHONPATH=/tmp/before python bench/inprocess.py --rounds 5   # another tree's app, same harness
@@ -147,6 +148,13 @@ async def main(rounds: int, n: int, callers: int, kinds: list[str]) -> None:
             else:
                 tune_for_serving()
                 tuned = "collector tuned as aiw server does"
+            try:
+                from ups_server.memtrim import keep_heap
+            except ImportError:  # a tree from before the heap was kept
+                pass
+            else:
+                keep_heap()
+                tuned += ", heap kept"
             claims = rounds * n if "claim" in kinds else 0
             if claims:
                 await h.phase("create", claims + 100)  # enough SCHEDULED workitems for every claim round

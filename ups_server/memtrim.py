@@ -14,6 +14,17 @@ after (``DELAY``: when the reply's buffers are gone; further large replies meanw
 the same trim): at most five trims a second, ~1% of a core while large replies keep
 coming, nothing otherwise. Where the C library has no ``malloc_trim`` (musl, macOS),
 nothing happens.
+
+The opposite churn is glibc's own, and it costs CPU: by default the heap is shrunk
+whenever 128 KiB or more are free at its top (the threshold then moves with the largest
+block freed), and blocks above a moving threshold get a fresh ``mmap`` each. A page of 50
+projections is ~190 KiB in each of several buffers (the Redis reply, the joined body),
+so with a few dozen searches in flight the heap grew and shrank with every request:
+~35 page faults per search of 50 — 490,000 in 4 s, every page zeroed anew by the kernel —
+and a third fewer searches a second than with the thresholds fixed
+(docs/benchmarks.md, "Sixth round"). ``keep_heap`` fixes them for a server: blocks up to
+``MMAP_THRESHOLD`` come from the heap, and up to ``TRIM_THRESHOLD`` free at its top stays
+there for the next request; what a burst of large replies leaves is the trimmer's above.
 """
 
 from __future__ import annotations
@@ -25,15 +36,31 @@ from typing import Callable
 
 LARGE_REPLY = 256 << 10  # bytes: above a page of 50 default projections (~190 KiB)
 DELAY = 0.2  # seconds
+MMAP_THRESHOLD = 4 << 20  # bytes: a block this large or larger gets its own mmap
+TRIM_THRESHOLD = 16 << 20  # bytes free at the heap's top before glibc shrinks it itself
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except OSError:
+        return None
+
+
+def keep_heap() -> bool:
+    """Fix glibc's trim and mmap thresholds for a long-running server (see above); False
+    where the C library has no ``mallopt`` (musl, macOS) or refuses."""
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-    except OSError:
-        return None
-    trim = getattr(libc, "malloc_trim", None)
+    trim = getattr(_libc(), "malloc_trim", None)
     if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
