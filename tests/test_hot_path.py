@@ -49,6 +49,38 @@ def test_request_line_follows_the_level(monkeypatch) -> None:  # type: ignore[no
         logs.configure(True, "info")
 
 
+class _Writes(io.StringIO):
+    """A log file that counts its flushes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_request_lines_of_one_loop_turn_are_flushed_together_at_the_next() -> None:
+    out = _Writes()
+    line = logs._json_request_line(out)
+
+    async def run() -> None:
+        for n in range(5):  # five requests answered in one turn of the loop
+            line({"status": 200, "n": n})
+        assert out.getvalue().count("\n") == 5 and out.flushes == 0
+        await asyncio.sleep(0)  # the next turn
+        assert out.flushes == 1
+        line({"status": 201})
+        await asyncio.sleep(0)
+        assert out.flushes == 2
+
+    asyncio.run(run())
+    assert [orjson.loads(t)["status"] for t in out.getvalue().splitlines()] == [200] * 5 + [201]
+    line({"status": 202})  # no event loop (another thread, a script): flushed at once
+    assert out.flushes == 3
+
+
 def test_redis_connection_packs_and_sends_like_redis_py(redis_proc: RedisProcess) -> None:
     async def run() -> None:
         r = redisconn.from_url(redis_proc.url)

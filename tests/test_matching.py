@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.factory import code, performed, sq, v, workitem
+from upsrs import datetimes
 from upsrs.errors import QueryError
 from upsrs.matching import parse_query, project
 
@@ -425,3 +426,18 @@ def test_da_range_matches_exactly_the_dates_inside(a: date, b: date, x: date, fo
     inside = (form == "open-low" or a <= x) and (form == "open-high" or x <= b)
     assert matches([("PatientBirthDate", query)], {"00100030": v("DA", f"{x:%Y%m%d}")}) == inside
     assert matches([("PatientBirthDate", f"{x:%Y%m%d}")], {"00100030": v("DA", f"{x:%Y%m%d}")})
+
+
+@pytest.mark.parametrize("tz", [timezone.utc, timezone(timedelta(hours=14)), timezone(timedelta(hours=-5, minutes=-30))])
+def test_dt_now_is_the_current_instant_as_dt_text(tz: timezone, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dt_now`` formats the second once and appends the microseconds: its text is what
+    strftime gives for the same instant, also across second and day boundaries."""
+    for ns in (1_795_000_000_123_456_789, 1_795_000_000_999_999_999, 1_795_000_001_000_000_000,
+               1_795_046_399_999_999_000, 1_795_046_400_000_001_000):
+        monkeypatch.setattr(datetimes.time, "time_ns", lambda ns=ns: ns)
+        second, micro = divmod(ns // 1000, 1_000_000)
+        expected = datetime.fromtimestamp(second, tz).replace(microsecond=micro).strftime("%Y%m%d%H%M%S.%f%z")
+        assert datetimes.dt_now(tz) == expected
+    monkeypatch.undo()
+    start, start_dt = datetimes.dt_interval(datetimes.dt_now(tz)), datetime.now(timezone.utc)
+    assert abs(start[0] - start_dt.timestamp()) < 1.0

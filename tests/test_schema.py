@@ -9,6 +9,7 @@ import functools
 import random
 import string
 from datetime import date, timedelta
+from collections.abc import Iterator
 from typing import Any
 
 import jsonschema_rs
@@ -192,12 +193,10 @@ def _full_workitem() -> dict[str, Any]:
     return ds
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_every_rule_in_every_form_at_its_level(mode: str) -> None:
-    """Each attribute of each level of a full workitem (and of an N-SET), replaced by or
-    added in each of its forms: wherever the schema says yes, so does the engine."""
+def _sweep(mode: str) -> Iterator[dict[str, Any]]:
+    """Each attribute of each level of a full workitem (and of an N-SET), removed, or
+    replaced by or added in each of its forms."""
     bases = [_full_workitem()] if mode == "create" else [_full_workitem(), progress(50, "x"), performed()]
-    seen = {True: 0, False: 0}
     for base in bases:
         for n, (level, rules) in enumerate(_levels(base, ups_attributes())):
             for tag, rule in rules.items():
@@ -209,8 +208,27 @@ def test_every_rule_in_every_form_at_its_level(mode: str) -> None:
                         target.pop(key, None)
                     else:
                         target[key] = copy.deepcopy(form)
-                    seen[assert_yes_is_engines_yes(ds, mode)] += 1
+                    yield ds
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_rule_in_every_form_at_its_level(mode: str) -> None:
+    """Wherever the schema says yes, so does the engine."""
+    seen = {True: 0, False: 0}
+    for ds in _sweep(mode):
+        seen[assert_yes_is_engines_yes(ds, mode)] += 1
     assert seen[True] > 200 and seen[False] > 200, seen  # both answers were exercised
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_shared_subschemas_answer_as_the_inline_schema(mode: str) -> None:
+    """``_shared`` (repeated subschemas kept once, for memory) changes no answer."""
+    inline = jsonschema_rs.Draft202012Validator(
+        {"$defs": schema.VALUES, **schema._dataset(ups_attributes(), mode, [])},  # type: ignore[arg-type]
+        pattern_options=jsonschema_rs.RegexOptions())
+    assert sum(name.startswith("shared") for name in schema.schema(mode)["$defs"]) > 10
+    for ds in _sweep(mode):
+        assert schema.accepts(ds, mode) == inline.is_valid(ds)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- random corruption

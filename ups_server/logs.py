@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import random
 import sys
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import orjson
 import structlog
@@ -19,7 +21,12 @@ def configure(json: bool = True, level: str = "info", file: str | None = None) -
     """Log lines to stdout, or appended to ``file`` (``aiw demo`` keeps its screen for
     people and its log lines in a file)."""
     global request_line
-    out = open(file, "a", buffering=1) if file else sys.stdout
+    out: TextIO
+    if file:
+        out = open(file, "a")  # the request line flushes (below), structlog's own lines too
+        atexit.register(out.flush)  # what the last turn of the loop wrote
+    else:
+        out = sys.stdout
     lvl = logging.getLevelName(level.upper())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -57,13 +64,28 @@ def _no_request_line(fields: dict[str, Any]) -> None:
 
 def _json_request_line(out: Any) -> Callable[[dict[str, Any]], None]:
     """The per-request line as the structlog chain configured above writes it (the fields,
-    event, context variables, level, ISO UTC timestamp; one JSON line, flushed), without
-    the chain: the bound-logger call and its processors cost a few times the line itself,
-    and every request writes one."""
+    event, context variables, level, ISO UTC timestamp; one JSON line), without the chain:
+    the bound-logger call and its processors cost a few times the line itself, and every
+    request writes one.
+
+    The lines of the requests one turn of the event loop finishes are flushed together at
+    the start of its next turn (``call_soon``), before it waits for the network again: one
+    write system call per turn instead of one per request (~5 µs each, 2–3% of a create).
+    A line is in the file within that turn, a millisecond at most under load; only a
+    process killed inside it loses the lines of the requests it had just answered. Outside
+    an event loop (another thread), a line is flushed at once."""
     lock = threading.Lock()
     get_context = structlog.contextvars.get_contextvars
+    scheduled = False
+
+    def flush() -> None:
+        nonlocal scheduled
+        with lock:
+            scheduled = False
+            out.flush()
 
     def line(fields: dict[str, Any]) -> None:
+        nonlocal scheduled
         event = dict(fields)
         event["event"] = "request"
         for k, v in get_context().items():  # merge_contextvars: the call's own fields win
@@ -73,7 +95,15 @@ def _json_request_line(out: Any) -> Callable[[dict[str, Any]], None]:
         text = orjson.dumps(event).decode() + "\n"
         with lock:
             out.write(text)
-            out.flush()
+            if scheduled:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                out.flush()
+                return
+            scheduled = True
+        loop.call_soon(flush)
 
     return line
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar
 import functools
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 # PS3.5 Table 6.2-1: the fraction .FFFFFF only follows the seconds (YYYYMMDDHHMMSS.FFFFFF,
@@ -118,19 +119,21 @@ def interval(vr: str, value: str, tz: timezone = DEFAULT_TZ) -> tuple[float, flo
     raise ValueError(f"VR {vr} has no time interval")
 
 
-_OFFSET_TEXT: dict[timezone, str] = {}
+_SECOND: dict[timezone, tuple[int, str]] = {}  # per zone: the last second formatted, its text
 
 
 def dt_now(tz: timezone = DEFAULT_TZ) -> str:
     """The current time as a DT value with its UTC offset, to the microsecond: what
-    ``strftime("%Y%m%d%H%M%S.%f%z")`` gives, in a fifth of its time (every commit stamps
-    one)."""
-    now = datetime.now(tz)
-    z = _OFFSET_TEXT.get(tz)
-    if z is None:
-        z = _OFFSET_TEXT[tz] = now.strftime("%z")  # fixed-offset zones: the same text always
-    return (f"{now.year:04d}{now.month:02d}{now.day:02d}{now.hour:02d}{now.minute:02d}{now.second:02d}"
-            f".{now.microsecond:06d}{z}")
+    ``datetime.now(tz).strftime("%Y%m%d%H%M%S.%f%z")`` gives. Every commit stamps one, and
+    commits come hundreds a second: the text up to the second is made once a second, the
+    microseconds appended (``time.time_ns``: no rounding to a float)."""
+    ns = time.time_ns()
+    second, micro = divmod(ns // 1000, 1_000_000)
+    cached = _SECOND.get(tz)
+    if cached is None or cached[0] != second:
+        # fixed-offset zones: the offset's text is the same at every instant
+        cached = _SECOND[tz] = (second, datetime.fromtimestamp(second, tz).strftime("%Y%m%d%H%M%S.{}%z"))
+    return cached[1].format(f"{micro:06d}")
 
 
 def parse_offset(text: str) -> timezone:
