@@ -57,7 +57,9 @@ def _string(pattern: str, max_len: int | None = None) -> Schema:
     return out
 
 
-# A value of each VR the engine certainly accepts (or null: an empty value).
+# A value of each VR the engine certainly accepts (or null: an empty value). Written anew
+# rather than taken from ``vr._FAST_VALID``: those use lookahead and possessive quantifiers,
+# which Rust's regex crate does not have, and the dates here take the 29th to 31st too.
 VALUES: dict[str, Schema] = {
     "AE": _string(r"^(?: *[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]*)?$", 16),
     "AS": _string(r"^[0-9]{3}[DWMY]$"),
