@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 from typing import Callable
 
 LARGE_REPLY = 256 << 10  # bytes: above a page of 50 default projections (~190 KiB)
@@ -41,7 +42,9 @@ TRIM_THRESHOLD = 16 << 20  # bytes free at the heap's top before glibc shrinks i
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once for ``mallopt`` and ``malloc_trim``."""
     try:
         return ctypes.CDLL(ctypes.util.find_library("c"))
     except OSError:
